@@ -1,0 +1,1 @@
+"""The HTTP API on one port: Lambda's ESM and Invoke routes, metrics and health (DESIGN §5)."""

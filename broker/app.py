@@ -1,0 +1,264 @@
+"""The composition root: builds every component from the config and runs them.
+
+Start: embedded servers (if configured) → Redis and AWS clients → functions → local demo
+resources → mappings (each checked against its queue) → HTTP API → run.
+Stop (SIGTERM): /readyz fails → sources stop taking work → in-flight batches drain for up to
+``drain_timeout_seconds`` → the rest is cancelled → clients and embedded servers close.
+Only this module knows every concrete class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from broker import __version__, demo
+from broker.api import health, mappings
+from broker.arns import function_arn, parse_arn, source_kind
+from broker.clock import Clock, SystemClock
+from broker.config.models import Config, EventSourceMapping, FunctionConfig
+from broker.embedded import EmbeddedAws, RedisServer
+from broker.errors import AwsError, BrokerError, StartupError
+from broker.invoking.base import Function, Invoker
+from broker.invoking.http import HttpInvoker
+from broker.invoking.python import PythonInvoker, load_handler
+from broker.observability.metrics import Metrics
+from broker.sources.aws import AwsClients, call
+from broker.sources.mapping import MappingRunner
+from broker.sources.sqs import SqsMapping, SqsSettings
+from broker.types import SourceKind
+
+log = structlog.get_logger("broker.app")
+
+
+class App:
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.replica_id = config.broker.replica_id or socket.gethostname()
+        self.runners: dict[str, MappingRunner] = {}
+        self.kinds: dict[str, SourceKind] = {}
+        self.functions: dict[str, Function] = {}
+        self.api_port: int | None = None
+        self.started = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._draining = False
+        self._redis: aioredis.Redis | None = None
+        self._aws: AwsClients | None = None
+
+    def request_stop(self) -> None:
+        """Begin graceful shutdown (SIGTERM)."""
+        if not self._stopping.is_set():
+            log.info("shutdown_requested")
+            self._draining = True
+            self._stopping.set()
+
+    async def run(self) -> None:
+        settings = self.config.broker
+        async with contextlib.AsyncExitStack() as stack:
+            redis_url = await self._start_redis(stack)
+            endpoint = await self._start_aws(stack)
+            self._redis = aioredis.from_url(redis_url)
+            stack.push_async_callback(self._redis.aclose)
+            self._aws = AwsClients(region=settings.region, endpoint_url=endpoint,
+                                   max_pool_connections=settings.sqs_max_pollers + 50)
+            stack.push_async_callback(self._aws.aclose)
+            http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                         timeout=aiohttp.ClientTimeout(total=None))
+            stack.push_async_callback(http.close)
+            self.functions = {name: self._build_function(name, fn, http)
+                              for name, fn in self.config.functions.items()}
+            if self.config.local:
+                await demo.create_resources(self._aws, self.config.local)
+            for esm in self.config.event_source_mappings:
+                await self._add_mapping(esm)
+            runner = await self._start_api()
+            stack.push_async_callback(runner.cleanup)
+            await self._serve()
+
+    # ------------------------------------------------------------------ start-up
+
+    async def _start_redis(self, stack: contextlib.AsyncExitStack) -> str:
+        settings = self.config.broker
+        if settings.redis_url != "embedded":
+            return settings.redis_url
+        server = RedisServer(settings.data_dir / "redis")
+        await asyncio.to_thread(server.start)
+        stack.callback(server.stop)
+        log.info("embedded_redis_started", url=server.url, dir=str(server.data_dir))
+        return server.url
+
+    async def _start_aws(self, stack: contextlib.AsyncExitStack) -> str | None:
+        endpoint = self.config.broker.aws_endpoint_url
+        if endpoint != "embedded":
+            return endpoint
+        server = EmbeddedAws(account_id=self.config.broker.account_id)
+        await asyncio.to_thread(server.start)
+        stack.callback(server.stop)
+        log.info("embedded_aws_started", endpoint=server.url)
+        return server.url
+
+    def _build_function(self, name: str, fn: FunctionConfig, http: aiohttp.ClientSession) -> Function:
+        target = fn.Target
+        invoker: Invoker
+        if target.Url:
+            invoker = HttpInvoker(target.Url, http)
+        elif target.Handler:
+            invoker = PythonInvoker(load_handler(target.Handler))
+        else:
+            raise StartupError(f"functions.{name}.Target.Lambda: Lambda targets are not "
+                               "implemented in this version; use Url or Handler")
+        settings = self.config.broker
+        return Function(name=name, arn=function_arn(settings.region, settings.account_id, name),
+                        timeout=fn.Timeout, invoker=invoker, metrics=self.metrics,
+                        clock=self.clock, reserved_concurrency=fn.ReservedConcurrentExecutions)
+
+    async def _add_mapping(self, esm: EventSourceMapping) -> None:
+        kind = source_kind(esm.EventSourceArn)
+        function = self.functions[esm.FunctionName]
+        if kind is not SourceKind.SQS:
+            raise StartupError(f"mapping {esm.UUID} ({esm.EventSourceArn}): {kind.value} "
+                               "mappings are not implemented in this version")
+        source = await self._sqs_source(esm, function)
+        runner = MappingRunner(esm, source, function_arn=function.arn, metrics=self.metrics,
+                               clock=self.clock)
+        assert esm.UUID is not None
+        self.runners[esm.UUID] = runner
+        self.kinds[esm.UUID] = kind
+
+    async def _sqs_source(self, esm: EventSourceMapping, function: Function) -> SqsMapping:
+        assert self._aws is not None
+        sqs = await self._aws.client("sqs")
+        arn = parse_arn(esm.EventSourceArn)
+        try:
+            url = (await call(sqs.get_queue_url, QueueName=arn.resource,
+                              QueueOwnerAWSAccountId=arn.account))["QueueUrl"]
+            attrs = (await call(sqs.get_queue_attributes, QueueUrl=url,
+                                AttributeNames=["VisibilityTimeout"]))["Attributes"]
+        except AwsError as exc:
+            raise StartupError(f"mapping {esm.UUID}: cannot use queue {esm.EventSourceArn}: "
+                               f"{exc}") from exc
+        visibility = int(attrs["VisibilityTimeout"])
+        if function.timeout > visibility:
+            raise StartupError(
+                f"mapping {esm.UUID}: function {function.name} Timeout ({function.timeout:g} s) "
+                f"exceeds the visibility timeout ({visibility} s) of queue {esm.EventSourceArn}; "
+                "Lambda requires Timeout <= VisibilityTimeout (AWS recommends 6x)")
+        s = self.config.broker
+        return SqsMapping(
+            esm=esm, function=function, sqs=sqs, queue_url=url, visibility_timeout=visibility,
+            region=s.region, metrics=self.metrics, clock=self.clock,
+            settings=SqsSettings(
+                wait_time_seconds=s.sqs_wait_time_seconds, initial_pollers=s.sqs_initial_pollers,
+                min_pollers=s.sqs_min_pollers, max_pollers=s.sqs_max_pollers,
+                scale_up_per_minute=s.sqs_scale_up_per_minute,
+                backoff_base_seconds=s.retry_backoff_base_seconds,
+                backoff_max_seconds=s.retry_backoff_max_seconds))
+
+    async def _start_api(self) -> web.AppRunner:
+        s = self.config.broker
+        app = web.Application(client_max_size=7 * 1024 * 1024)
+        app.add_routes(health.routes(self.metrics.registry, self.readiness_problems))
+        app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
+                                       account=s.account_id))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, s.api.host, s.api.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.api_port = sockets[0].getsockname()[1] if sockets else s.api.port
+        log.info("api_listening", host=s.api.host, port=self.api_port, version=__version__)
+        return runner
+
+    # ------------------------------------------------------------------ running
+
+    async def _serve(self) -> None:
+        drain = self.config.broker.drain_timeout_seconds
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(r.run(), name=f"mapping:{u}") for u, r in self.runners.items()]
+            background = [group.create_task(self._heartbeat(), name="heartbeat")]
+            local = self.config.local
+            if local and local.producer:
+                assert self._aws is not None
+                background.append(group.create_task(demo.produce(
+                    self._aws, local.producer.QueueName, local.producer.interval_seconds,
+                    self.clock), name="demo-producer"))
+            self.started.set()
+            log.info("broker_started", mappings=len(self.runners), functions=len(self.functions),
+                     replica=self.replica_id)
+            await self._stopping.wait()
+            for task in background:
+                task.cancel()
+            for runner in self.runners.values():
+                runner.stop()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=drain)
+                for task in pending:
+                    log.warning("drain_timeout", task=task.get_name(), drain_timeout_seconds=drain)
+                    task.cancel()
+        log.info("broker_stopped")
+
+    async def _heartbeat(self) -> None:
+        """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring)."""
+        assert self._redis is not None
+        interval = self.config.broker.heartbeat_interval_seconds
+        key = f"{{broker}}:replica:{self.replica_id}"
+        started = self.clock.time()
+        while True:
+            value = json.dumps({"replica": self.replica_id, "version": __version__,
+                                "started": started, "mappings": sorted(self.runners)})
+            try:
+                await self._redis.set(key, value, px=int(interval * 3000))
+            except Exception as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+            await self.clock.sleep(interval)
+
+    async def readiness_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self._draining:
+            problems.append("draining")
+        if not self.started.is_set():
+            problems.append("starting")
+        if self._redis is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await self._redis.ping()
+            except Exception as exc:
+                problems.append(f"redis: {exc.__class__.__name__}: {exc}")
+        problems += await self._aws_problems()
+        return problems
+
+    async def _aws_problems(self) -> list[str]:
+        if self._aws is None or not self.runners:
+            return []
+        queue = next(iter(self.runners.values())).esm.EventSourceArn
+        try:
+            sqs = await self._aws.client("sqs")
+            arn = parse_arn(queue)
+            async with asyncio.timeout(2):
+                await call(sqs.get_queue_url, attempts=1, QueueName=arn.resource,
+                           QueueOwnerAWSAccountId=arn.account)
+        except (BrokerError, TimeoutError) as exc:
+            return [f"aws: {exc}"]
+        return []
+
+
+def describe_config(config: Config) -> dict[str, Any]:
+    """Counts for ``broker validate``'s one-line summary."""
+    kinds: dict[str, int] = {}
+    for esm in config.event_source_mappings:
+        kind = source_kind(esm.EventSourceArn).value
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"functions": len(config.functions), "mappings": len(config.event_source_mappings),
+            "by_source": kinds}

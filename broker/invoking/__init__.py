@@ -1,0 +1,1 @@
+"""Targets: HTTP services, Python callables, real Lambda functions."""

@@ -1,0 +1,71 @@
+"""The Invoker seam and ``Function``, which invokes a target and accounts for it once.
+
+An invoker returns an ``InvokeResult`` when the function ran (successfully or with a function
+error) and raises ``InvokeError`` (``TargetThrottled``/``TargetUnreachable``) when it did not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Protocol
+
+from broker.clock import Clock
+from broker.errors import TargetThrottled, TargetUnreachable
+from broker.observability.metrics import Metrics
+from broker.types import InvokeContext, InvokeResult
+
+
+class Invoker(Protocol):
+    async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
+        """Run the target once with ``payload`` (JSON bytes); ``limit_seconds`` is the function's Timeout."""
+
+
+def timeout_error_payload(request_id: str, timeout: float) -> bytes:
+    """Lambda's body for a function that ran past its timeout (spec §5.1)."""
+    return (
+        b'{"errorType": "Sandbox.Timedout", "errorMessage": "RequestId: '
+        + request_id.encode()
+        + f' Error: Task timed out after {timeout:.2f} seconds"}}'.encode()
+    )
+
+
+class Function:
+    """A configured function: name, ARN, timeout and its target's invoker."""
+
+    def __init__(self, *, name: str, arn: str, timeout: float, invoker: Invoker,
+                 metrics: Metrics, clock: Clock, reserved_concurrency: int | None = None) -> None:
+        self.name = name
+        self.arn = arn
+        self.timeout = timeout
+        self.reserved_concurrency = reserved_concurrency
+        self._invoker = invoker
+        self._metrics = metrics
+        self._clock = clock
+
+    async def invoke(self, payload: bytes, *, request_id: str | None = None) -> InvokeResult:
+        """Invoke once. Metrics: invocations/errors/duration when it ran, throttles when refused."""
+        request_id = request_id or str(uuid.uuid4())
+        ctx = InvokeContext(
+            request_id=request_id,
+            function_name=self.name,
+            function_arn=self.arn,
+            deadline_ms=int((self._clock.time() + self.timeout) * 1000),
+        )
+        m = self._metrics
+        in_flight = m.concurrent_executions.labels(self.name)
+        in_flight.inc()
+        try:
+            result = await self._invoker.invoke(payload, ctx, self.timeout)
+        except TargetThrottled as exc:
+            m.throttles.labels(self.name, exc.reason or "TargetThrottled").inc()
+            raise
+        except TargetUnreachable:
+            m.system_errors.labels(self.name).inc()
+            raise
+        finally:
+            in_flight.dec()
+        m.invocations.labels(self.name).inc()
+        m.duration.labels(self.name).observe(result.duration_seconds)
+        if not result.ok:
+            m.errors.labels(self.name).inc()
+        return result

@@ -1,0 +1,1 @@
+"""Event sources: SQS pollers (and, later, stream shard consumers)."""

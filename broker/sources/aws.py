@@ -1,0 +1,98 @@
+"""AWS clients, and the one boundary where botocore/aiohttp errors become ``errors.py`` errors.
+
+Transport retries are tenacity's (botocore's own retries are off), driven by ``retryable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from broker.errors import AwsError, AwsThrottled, BrokerError
+
+_THROTTLE_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestLimitExceeded", "ProvisionedThroughputExceededException", "LimitExceededException",
+    "TooManyRequestsException", "ServiceUnavailable", "InternalError", "InternalFailure",
+    "KMSThrottlingException", "SlowDown",
+})
+
+
+def translate(exc: BaseException) -> BrokerError | None:
+    """The broker error for a foreign exception raised by an AWS call, or None if not ours."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "Unknown"))
+        message = str(err.get("Message", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _THROTTLE_CODES or status >= 500:
+            return AwsThrottled(code, message)
+        return AwsError(code, message)
+    if isinstance(exc, BotoCoreError | aiohttp.ClientError | TimeoutError | ConnectionError):
+        return AwsThrottled(type(exc).__name__, str(exc))
+    return None
+
+
+async def call(operation: Callable[..., Awaitable[Any]], /, attempts: int = 5, **kwargs: Any) -> Any:
+    """Call one AWS operation; retryable failures are retried with jittered backoff."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(lambda e: isinstance(e, BrokerError) and e.retryable),
+        wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                return await operation(**kwargs)
+            except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                translated = translate(exc)
+                assert translated is not None
+                raise translated from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class AwsClients:
+    """One aiobotocore client per service, opened lazily, closed together."""
+
+    def __init__(self, *, region: str, endpoint_url: str | None, max_pool_connections: int = 100) -> None:
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._config = AioConfig(
+            max_pool_connections=max_pool_connections,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            read_timeout=70,  # above SQS's 20 s long poll
+            connect_timeout=5,
+        )
+        self._session = get_session()
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+
+    async def client(self, service: str) -> Any:
+        if service not in self._clients:
+            kwargs: dict[str, Any] = {}
+            if self._endpoint_url and not os.environ.get("AWS_ACCESS_KEY_ID"):
+                # An emulator needs credentials of some kind, never real ones.
+                kwargs = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+            self._clients[service] = await self._stack.enter_async_context(
+                self._session.create_client(service, region_name=self._region,
+                                            endpoint_url=self._endpoint_url, config=self._config,
+                                            **kwargs))
+        return self._clients[service]
+
+    async def aclose(self) -> None:
+        self._clients.clear()
+        await self._stack.aclose()

@@ -1,0 +1,110 @@
+"""Session-wide real servers and a helper that runs the broker from a config file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from broker.app import App
+from broker.config import load_config
+from broker.embedded import RedisServer
+from broker.observability.metrics import Metrics
+from tests.servers import Aws, MotoServer, RecordingTarget
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer) -> Aws:
+    moto_server.reset()
+    return Aws(moto_server.url)
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[RecordingTarget]:
+    t = RecordingTarget()
+    await t.start()
+    yield t
+    await t.stop()
+
+
+def broker_settings(redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """Broker settings that compress AWS's fixed delays for tests."""
+    return {
+        "aws_endpoint_url": moto_server.url,
+        "redis_url": redis_server.url,
+        "data_dir": str(tmp_path / "data"),
+        "api": {"host": "127.0.0.1", "port": 0},
+        "drain_timeout_seconds": 5,
+        "sqs_wait_time_seconds": 1,
+        "retry_backoff_base_seconds": 0.05,
+        "retry_backoff_max_seconds": 0.5,
+        "heartbeat_interval_seconds": 1,
+        "log_format": "json",
+        **overrides,
+    }
+
+
+class BrokerRunner:
+    """Start the broker in-process from a config file written by the test."""
+
+    def __init__(self, redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path) -> None:
+        self._redis = redis_server
+        self._moto = moto_server
+        self._tmp = tmp_path
+
+    def write_config(self, functions: dict[str, Any], mappings: list[dict[str, Any]], **settings: Any) -> Path:
+        doc = {
+            "broker": broker_settings(self._redis, self._moto, self._tmp, **settings),
+            "functions": functions,
+            "event_source_mappings": mappings,
+        }
+        path = self._tmp / "broker.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    @contextlib.asynccontextmanager
+    async def run(self, functions: dict[str, Any], mappings: list[dict[str, Any]], **settings: Any) -> AsyncIterator[App]:
+        config = load_config(self.write_config(functions, mappings, **settings), env={})
+        app = App(config, metrics=Metrics())
+        task = asyncio.create_task(app.run())
+        started = asyncio.create_task(app.started.wait())
+        done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            started.cancel()
+            task.result()  # raises the start-up error
+        try:
+            yield app
+        finally:
+            app.request_stop()
+            await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+def broker(redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path) -> BrokerRunner:
+    return BrokerRunner(redis_server, moto_server, tmp_path)
+
+
+def metric(app: App, name: str, **labels: str) -> float:
+    value = app.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0

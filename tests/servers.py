@@ -1,0 +1,179 @@
+"""Real servers for the tests: redis-server and the AWS emulator (moto_server), each in its own
+process on a free loopback port, plus a recording HTTP target the tests can program."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from aiohttp import web
+
+from broker.embedded import _wait_for_port, free_port
+
+ACCOUNT = "000000000000"
+REGION = "us-east-1"
+
+
+class MotoServer:
+    """``moto_server`` in its own process; ``reset()`` between tests."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, "MOTO_ACCOUNT_ID": ACCOUNT}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self._proc, "moto_server", timeout=60)
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+
+
+class Aws:
+    """Blocking boto3 clients for the test side, run off the event loop."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = boto3.client(
+                service, endpoint_url=self.endpoint, region_name=REGION,
+                aws_access_key_id="testing", aws_secret_access_key="testing")
+        return self._clients[service]
+
+    async def call(self, service: str, operation: str, **kwargs: Any) -> Any:
+        fn = getattr(self.client(service), operation)
+        return await asyncio.to_thread(fn, **kwargs)
+
+    # -- SQS helpers
+    async def create_queue(self, name: str, **attributes: Any) -> str:
+        attrs = {k: str(v) for k, v in attributes.items()}
+        if name.endswith(".fifo"):
+            attrs.setdefault("FifoQueue", "true")
+        return str((await self.call("sqs", "create_queue", QueueName=name, Attributes=attrs))["QueueUrl"])
+
+    async def send(self, url: str, *bodies: str, **kwargs: Any) -> list[str]:
+        return [(await self.call("sqs", "send_message", QueueUrl=url, MessageBody=body, **kwargs))["MessageId"]
+                for body in bodies]
+
+    async def send_batch(self, url: str, bodies: list[str], **kwargs: Any) -> None:
+        for start in range(0, len(bodies), 10):
+            entries = [{"Id": str(i), "MessageBody": b, **kwargs} for i, b in enumerate(bodies[start:start + 10])]
+            await self.call("sqs", "send_message_batch", QueueUrl=url, Entries=entries)
+
+    async def depth(self, url: str) -> tuple[int, int]:
+        """(visible, in flight)"""
+        attrs = (await self.call("sqs", "get_queue_attributes", QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]))["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    async def drain(self, url: str, expect: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Receive (and delete) ``expect`` messages from a queue, e.g. a DLQ."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < expect and time.monotonic() < deadline:
+            resp = await self.call("sqs", "receive_message", QueueUrl=url, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=1, MessageAttributeNames=["All"],
+                                   MessageSystemAttributeNames=["All"])
+            for m in resp.get("Messages", []):
+                got.append(m)
+                await self.call("sqs", "delete_message", QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return got
+
+
+def queue_arn(name: str) -> str:
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+
+
+@dataclass
+class Call:
+    event: Any
+    headers: dict[str, str]
+    at: float
+
+
+Responder = Callable[[Any, "Call"], Awaitable[web.StreamResponse] | web.StreamResponse]
+
+
+@dataclass
+class RecordingTarget:
+    """An HTTP target that records every request and answers as the test tells it."""
+
+    port: int = field(default_factory=free_port)
+    calls: list[Call] = field(default_factory=list)
+    responder: Responder | None = None
+    in_flight: int = 0
+    peak: int = 0
+    _runner: web.AppRunner | None = None
+    _arrived: asyncio.Condition | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/invoke"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/invoke", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._arrived = asyncio.Condition()
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        call = Call(json.loads(await request.read()), dict(request.headers), time.monotonic())
+        self.calls.append(call)
+        assert self._arrived is not None
+        async with self._arrived:
+            self._arrived.notify_all()
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            if self.responder is None:
+                return web.json_response({})
+            result = self.responder(call.event, call)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result  # type: ignore[return-value]
+        finally:
+            self.in_flight -= 1
+
+    async def wait_for(self, predicate: Callable[[list[Call]], bool], timeout: float = 20.0) -> list[Call]:
+        assert self._arrived is not None
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: predicate(self.calls)), timeout)
+        return self.calls
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for c in self.calls for r in c.event["Records"]]
+
+    def bodies(self) -> list[str]:
+        return [r["body"] for r in self.records()]
