@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from broker.config import rules
-from broker.config.models import BrokerSettings, Config
+from broker.config.models import BrokerSettings, Config, EventSourceMapping, FunctionConfig
 from broker.errors import ConfigError, ConfigIssue
 
 ENV_PREFIX = "BROKER_"
@@ -42,13 +42,38 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([_issue(e) for e in exc.errors()]) from exc
+        # Report the cross-field issues of the parts that did validate too: every error at once.
+        partial, positions = _valid_parts(raw)
+        functions = raw.get("functions")
+        known = set(functions) if isinstance(functions, dict) else set()
+        issues = [_issue(e) for e in exc.errors()]
+        issues += rules.check(partial, positions=positions, known_functions=known)
+        raise ConfigError(issues) from exc
     issues = rules.check(config)
     if issues:
         raise ConfigError(issues)
     for esm in config.event_source_mappings:
         rules.apply_defaults(esm)
     return config
+
+
+def _valid_parts(raw: dict[str, Any]) -> tuple[Config, list[int]]:
+    """The functions and mappings of ``raw`` that validate on their own, with mapping positions."""
+    def valid(model: type[Any], value: Any) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    broker = valid(BrokerSettings, raw.get("broker") or {}) or BrokerSettings()
+    functions = raw.get("functions")
+    functions = functions if isinstance(functions, dict) else {}
+    valid_functions = {k: f for k, v in functions.items() if (f := valid(FunctionConfig, v)) is not None}
+    mappings = raw.get("event_source_mappings")
+    mappings = mappings if isinstance(mappings, list) else []
+    checked = [(i, m) for i, v in enumerate(mappings) if (m := valid(EventSourceMapping, v)) is not None]
+    partial = Config(broker=broker, functions=valid_functions, event_source_mappings=[m for _, m in checked])
+    return partial, [i for i, _ in checked]
 
 
 def _issue(error: Any) -> ConfigIssue:

@@ -34,14 +34,18 @@ def mapping_uuid(esm: EventSourceMapping) -> str:
     return esm.UUID or str(uuid.uuid5(_UUID_NAMESPACE, f"{esm.FunctionName}|{esm.EventSourceArn}"))
 
 
-def check(config: Config, *, now: float | None = None) -> list[ConfigIssue]:
+def check(config: Config, *, now: float | None = None, positions: list[int] | None = None,
+          known_functions: set[str] | None = None) -> list[ConfigIssue]:
+    """Every cross-field issue. ``positions`` gives each mapping's index in the file and
+    ``known_functions`` every declared name, for when only the valid parts of a file are checked."""
     issues: list[ConfigIssue] = []
     issues += _check_functions(config)
     seen_pairs: dict[tuple[str, str], str] = {}
     seen_uuids: set[str] = set()
-    for i, esm in enumerate(config.event_source_mappings):
-        path = f"event_source_mappings[{i}]"
-        issues += _check_mapping(config, esm, path, now if now is not None else time.time())
+    known = known_functions if known_functions is not None else set(config.functions)
+    for n, esm in enumerate(config.event_source_mappings):
+        path = f"event_source_mappings[{positions[n] if positions else n}]"
+        issues += _check_mapping(known, esm, path, now if now is not None else time.time())
         uid = mapping_uuid(esm)
         if uid in seen_uuids:
             issues.append(ConfigIssue(f"{path}.UUID", f"duplicate mapping UUID {uid}"))
@@ -90,9 +94,9 @@ def _is_service(arn: str, services: tuple[str, ...]) -> bool:
     return parsed.service in services and not is_fifo(arn)
 
 
-def _check_mapping(config: Config, esm: EventSourceMapping, path: str, now: float) -> list[ConfigIssue]:
+def _check_mapping(functions: set[str], esm: EventSourceMapping, path: str, now: float) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
-    if esm.FunctionName not in config.functions:
+    if esm.FunctionName not in functions:
         issues.append(ConfigIssue(f"{path}.FunctionName", (
             f"Function not found: {esm.FunctionName} (declare it under functions:)")))
     try:

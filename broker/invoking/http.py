@@ -10,6 +10,7 @@ error with Lambda's ``Sandbox.Timedout`` body.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 
@@ -21,6 +22,7 @@ from broker.types import InvokeContext, InvokeResult
 
 _THROTTLE_STATUSES = frozenset({429, 503})
 _RIE_TIMEOUT_PREFIX = b"Task timed out after"
+_STREAM_BODY_ABOVE = 512 * 1024
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -79,7 +81,9 @@ class HttpInvoker:
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit_seconds):
-                async with self._session.post(self._url, data=payload, headers=headers) as resp:
+                # aiohttp wants large bodies as a stream (it warns that raw bytes block the loop)
+                body_arg = io.BytesIO(payload) if len(payload) > _STREAM_BODY_ABOVE else payload
+                async with self._session.post(self._url, data=body_arg, headers=headers) as resp:
                     body = await resp.read()
                     status = resp.status
                     function_error = resp.headers.get("X-Amz-Function-Error")

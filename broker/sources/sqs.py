@@ -20,9 +20,11 @@ FIFO
     never overlap. When items fail, every later message of the same group in the batch is kept
     too, so a group's order survives even if the function reports only the first failure.
 
-Shutdown
-    ``stop()`` cancels idle long polls; batches being processed finish (the app bounds this by
-    ``drain_timeout_seconds``); messages received but not yet processed are made visible again.
+Shutdown and pause
+    ``stop()`` lets long polls finish (cancelling one client-side would leave whatever SQS hands
+    to it invisible until its visibility timeout), makes what they return visible again at once
+    (ChangeMessageVisibility 0), and lets batches being invoked finish (the app bounds this by
+    ``drain_timeout_seconds``, which should exceed ``sqs_wait_time_seconds``).
 """
 
 from __future__ import annotations
@@ -95,7 +97,6 @@ class SqsMapping:
         self._pollers = 0
         self._last_growth = -math.inf
         self._stop = asyncio.Event()
-        self._idle: set[asyncio.Task[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
         labels = (function.name, esm.UUID)
         self._m_polled = metrics.polled_events.labels(*labels)
@@ -121,10 +122,8 @@ class SqsMapping:
         self._group = None
 
     def stop(self) -> None:
-        """Stop receiving: idle long polls are cancelled, batches in hand are finished."""
+        """Stop receiving: what arrives from now on goes back to the queue, batches being invoked finish."""
         self._stop.set()
-        for task in list(self._idle):
-            task.cancel()
 
     # ------------------------------------------------------------------ scaling
 
@@ -156,6 +155,9 @@ class SqsMapping:
         try:
             while not self._stop.is_set():
                 batch, carry = await self._collect(carry)
+                if batch is not None and self._stop.is_set():
+                    carry = batch + carry
+                    break
                 if batch is None:
                     if self._retire():
                         return
@@ -165,9 +167,6 @@ class SqsMapping:
                 backed_off = await self._process(batch)
                 if backed_off and self._retire():
                     return
-        except asyncio.CancelledError:
-            if not self._stop.is_set():
-                raise
         finally:
             if carry:
                 await asyncio.shield(self._make_visible(carry))
@@ -185,16 +184,6 @@ class SqsMapping:
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
-
-    async def _idle_receive(self, count: int) -> list[dict[str, Any]]:
-        """A long poll that ``stop()`` may cancel (nothing is in hand yet)."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._idle.add(task)
-        try:
-            return await self._receive(count, self._settings.wait_time_seconds)
-        finally:
-            self._idle.discard(task)
 
     def _wrap(self, message: dict[str, Any], received_at: float) -> SqsMessage:
         record = sqs_record(message, queue_arn=self._queue_arn, region=self._region)
@@ -221,7 +210,7 @@ class SqsMapping:
                 return messages, pending
             want = min(_MAX_RECEIVE, self._batch_size - len(messages))
             if not messages:
-                raw = await self._idle_receive(want)
+                raw = await self._receive(want, self._settings.wait_time_seconds)
                 if not raw:
                     return None, []
             else:

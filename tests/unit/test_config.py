@@ -97,13 +97,13 @@ def test_stream_rules() -> None:
 
 def test_unknown_function_and_unknown_field_and_every_error_listed() -> None:
     """All problems are listed at once, each with its path."""
-    found = errors("""
+    found = errors(f"""
         functions:
-          f: {Target: {Url: "http://t"}, Timeout: 901}
-          g: {Target: {}}
+          f: {{Target: {{Url: "http://t"}}, Timeout: 901}}
+          g: {{Target: {{}}}}
         event_source_mappings:
-          - {FunctionName: f, EventSourceArn: "%s", BatchSze: 5}
-        """ % Q)
+          - {{FunctionName: f, EventSourceArn: "{Q}", BatchSze: 5}}
+        """)
     assert "functions.f.Timeout: Input should be less than or equal to 900" in found
     assert "functions.g.Target: give exactly one of Url, Handler, Lambda" in found
     assert "event_source_mappings[0].BatchSze: unknown field" in found

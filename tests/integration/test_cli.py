@@ -1,0 +1,105 @@
+"""The command line as a user runs it: validate, version, run + SIGTERM drain, bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from broker.embedded import RedisServer, free_port
+from tests.conftest import broker_settings
+from tests.servers import Aws, MotoServer, RecordingTarget, queue_arn
+
+BROKER = [sys.executable, "-m", "broker"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BROKER, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_version() -> None:
+    """`broker version` prints the version."""
+    result = run_cli("version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("broker 0.")
+
+
+def test_validate_ok_prints_one_line() -> None:
+    """The shipped local config validates with a one-line summary."""
+    result = run_cli("validate", "-c", "configs/local.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "configs/local.yaml: ok: 1 function(s), 1 mapping(s) (sqs: 1)"
+
+
+def test_validate_lists_every_error_without_traceback(tmp_path: Path) -> None:
+    """Exit 1, every error with its path, no traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({
+        "functions": {"f": {"Target": {"Url": "http://t"}, "Timeout": 0}},
+        "event_source_mappings": [{"FunctionName": "g", "EventSourceArn": queue_arn("q"), "BatchSize": 50}],
+    }))
+    result = run_cli("validate", "-c", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"{bad}: 3 error(s)"
+    assert "  functions.f.Timeout: Input should be greater than or equal to 1" in lines
+    assert "  event_source_mappings[0].FunctionName: Function not found: g (declare it under functions:)" in lines
+    assert any(line.startswith("  event_source_mappings[0].MaximumBatchingWindowInSeconds: Maximum batch window") for line in lines)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A missing config file is a clear error."""
+    result = run_cli("run", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "cannot read config file" in result.stderr
+
+
+async def test_run_then_sigterm_drains(redis_server: RedisServer, moto_server: MotoServer, aws: Aws,
+                                       target: RecordingTarget, tmp_path: Path) -> None:
+    """`broker run` processes messages, serves /metrics and /readyz, and exits 0 on SIGTERM."""
+    url = await aws.create_queue("cli", VisibilityTimeout=30)
+    await aws.send(url, "hello")
+    port = free_port()
+    config = tmp_path / "broker.yaml"
+    config.write_text(yaml.safe_dump({
+        "broker": broker_settings(redis_server, moto_server, tmp_path, api={"host": "127.0.0.1", "port": port}),
+        "functions": {"f": {"Target": {"Url": target.url}, "Timeout": 2}},
+        "event_source_mappings": [{"FunctionName": "f", "EventSourceArn": queue_arn("cli")}],
+    }))
+    log_path = tmp_path / "broker.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([*BROKER, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log_file,
+                                env={**os.environ, "BROKER_REPLICA_ID": "replica-under-test"})
+    try:
+        await target.wait_for(lambda calls: len(calls) >= 1, timeout=30)
+        ready = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+        assert json.loads(ready) == {"status": "ready"}
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        assert 'broker_invocations_total{function="f"} 1.0' in metrics
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = await asyncio.to_thread(proc.wait, 30)
+        assert code == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert events.index("shutdown_requested") < events.index("broker_stopped")
+    assert "batch_invoked" in events
+    assert target.bodies() == ["hello"]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
