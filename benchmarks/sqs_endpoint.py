@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import heapq
 import json
@@ -109,7 +110,7 @@ class Sqs:
         now_ms = int(time.time() * 1000)
         for e in b["Entries"]:
             mid = str(uuid.uuid4())
-            md5 = hashlib.md5(e["MessageBody"].encode()).hexdigest()  # noqa: S324 - SQS's checksum
+            md5 = hashlib.md5(e["MessageBody"].encode()).hexdigest()
             q.messages[mid] = Message(mid, e["MessageBody"], md5, now_ms)
             (q.held if q.hold else q.visible).append(mid)
             ok.append({"Id": e["Id"], "MessageId": mid, "MD5OfMessageBody": md5})
@@ -144,10 +145,8 @@ class Sqs:
             if out or now >= deadline:
                 return {"Messages": out} if out else {}
             q.arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(q.arrived.wait(), deadline - now)
-            except TimeoutError:
-                pass
 
     async def DeleteMessageBatch(self, b: dict[str, Any]) -> dict[str, Any]:
         q = self.queue(b)

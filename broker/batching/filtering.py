@@ -55,7 +55,7 @@ class _Node:
     any_of: tuple[_Node, ...] = ()
 
     def matches(self, event: Any) -> bool:
-        obj = event if isinstance(event, dict) else {}
+        obj = event if isinstance(event, dict | _WithData) else {}
         for key, test in self.fields:
             value = obj.get(key, _MISSING)
             if isinstance(test, _Node):
@@ -188,6 +188,18 @@ def _data_pattern_kind(text: str, data_key: str) -> str:
     return "json" if isinstance(value, dict) else "plain"
 
 
+class _WithData:
+    """A record seen with its data key replaced by the decoded data (no copy of the record)."""
+
+    __slots__ = ("_data", "_key", "_record")
+
+    def __init__(self, record: dict[str, Any], key: str, data: Any) -> None:
+        self._record, self._key, self._data = record, key, data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data if key == self._key else self._record.get(key, default)
+
+
 @dataclass(frozen=True)
 class RecordFilter:
     """The ORed filters of one mapping, with the data-format rules of spec §1.4.
@@ -208,7 +220,7 @@ class RecordFilter:
 
     def matches(self, record: dict[str, Any], data: Any, data_is_json: bool) -> bool:
         """``data`` is the decoded data value (JSON object or plain string)."""
-        view = {**record, self.data_key: data}
+        view = _WithData(record, self.data_key, data)
         for node, kind in self.filters:
             if kind == "json" and not data_is_json:
                 continue

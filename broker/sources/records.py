@@ -34,7 +34,7 @@ def sqs_record(message: dict[str, Any], *, queue_arn: str, region: str) -> dict[
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
         "body": message.get("Body", ""),
-        "attributes": {k: str(v) for k, v in message.get("Attributes", {}).items()},
+        "attributes": dict(message.get("Attributes", ())),  # SQS attribute values are strings
         "messageAttributes": sqs_message_attributes(message.get("MessageAttributes", {})),
     }
     if record["messageAttributes"] and message.get("MD5OfMessageAttributes"):

@@ -52,8 +52,10 @@ from broker.types import InvokeResult, SqsMessage
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _ENVELOPE_BYTES = len(b'{"Records":[]}')
 _MAX_RECEIVE = 10
+_MAX_PARALLEL_RECEIVES = 10
 _DELETE_ATTEMPTS = 3
 log = structlog.get_logger("broker.sqs")
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class SqsMapping:
         record = sqs_record(message, queue_arn=self._queue_arn, region=self._region)
         group = message.get("Attributes", {}).get("MessageGroupId")
         return SqsMessage(message["MessageId"], message["ReceiptHandle"], group, record,
-                          json.dumps(record, separators=(",", ":")).encode(), received_at)
+                          _encode(record).encode(), received_at)
 
     async def _collect(self, carry: list[SqsMessage]) -> tuple[list[SqsMessage] | None, list[SqsMessage]]:
         """Gather one batch and what did not fit in it; (None, []) after an empty idle long poll.
@@ -199,6 +201,7 @@ class SqsMapping:
         size = _ENVELOPE_BYTES
         pending = list(carry)
         deadline: float | None = None
+        deep = False  # the last receive came back full: the queue has more
         while True:
             while pending and len(messages) < self._batch_size:
                 nxt = pending[0]
@@ -208,21 +211,33 @@ class SqsMapping:
                 size += len(nxt.encoded) + 1
             if pending or len(messages) >= self._batch_size:
                 return messages, pending
-            want = min(_MAX_RECEIVE, self._batch_size - len(messages))
+            want = self._batch_size - len(messages)
             if not messages:
-                raw = await self._receive(want, self._settings.wait_time_seconds)
+                raw = await self._receive(min(_MAX_RECEIVE, want), self._settings.wait_time_seconds)
                 if not raw:
                     return None, []
+                deep = len(raw) == _MAX_RECEIVE
             else:
                 if deadline is None:
                     deadline = messages[0].received_at + self._window
                 remaining = deadline - self._clock.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return messages, pending
-                raw = await self._receive(want, min(20, math.ceil(remaining)))
+                raw = await self._receive_many(want if deep else min(_MAX_RECEIVE, want),
+                                               min(20, math.ceil(remaining)))
+                deep = len(raw) >= _MAX_RECEIVE
             self._m_polled.inc(len(raw))
             now = self._clock.monotonic()
             pending.extend(self._wrap(m, now) for m in raw)
+
+    async def _receive_many(self, want: int, wait: int) -> list[dict[str, Any]]:
+        """Fill a large batch from a deep queue with concurrent receives of 10 (one round trip,
+        not BatchSize/10 of them)."""
+        asks = [min(_MAX_RECEIVE, want - start) for start in range(0, min(want, _MAX_PARALLEL_RECEIVES * 10), 10)]
+        if len(asks) == 1:
+            return await self._receive(asks[0], wait)
+        results = await asyncio.gather(*(self._receive(n, wait) for n in asks))
+        return [m for batch in results for m in batch]
 
     # ------------------------------------------------------------------ processing
 
@@ -313,8 +328,10 @@ class SqsMapping:
     # ------------------------------------------------------------------ queue operations
 
     async def _delete(self, messages: list[SqsMessage]) -> None:
-        for start in range(0, len(messages), 10):
-            await self._delete_chunk(messages[start:start + 10])
+        if len(messages) <= 10:
+            await self._delete_chunk(messages)
+            return
+        await asyncio.gather(*(self._delete_chunk(messages[i:i + 10]) for i in range(0, len(messages), 10)))
 
     async def _delete_chunk(self, chunk: list[SqsMessage]) -> None:
         entries = {str(i): m.receipt_handle for i, m in enumerate(chunk)}
