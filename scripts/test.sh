@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: installs the package with its test extra into the active Python,
+# then lints, type-checks and runs every test (the tests start their own redis-server and AWS
+# emulator on loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet -e '.[test]'
+python -m ruff check broker tests benchmarks
+python -m mypy
+python -m pytest -q "$@"
