@@ -25,6 +25,7 @@ from broker.api import health, mappings
 from broker.arns import function_arn, parse_arn, source_kind
 from broker.clock import Clock, SystemClock
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
+from broker.destinations.sender import DestinationSender
 from broker.embedded import EmbeddedAws, RedisServer
 from broker.errors import AwsError, BrokerError, StartupError
 from broker.invoking.base import Function, Invoker
@@ -32,8 +33,14 @@ from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
 from broker.sources.aws import AwsClients, call
-from broker.sources.mapping import MappingRunner
+from broker.sources.checkpoints import CheckpointStore
+from broker.sources.dynamodb_streams import DynamoDBStreamsService
+from broker.sources.kinesis import KinesisService
+from broker.sources.mapping import MappingRunner, Source
+from broker.sources.shard_consumer import StreamSettings
 from broker.sources.sqs import SqsMapping, SqsSettings
+from broker.sources.streams import StreamService
+from broker.sources.supervisor import StreamMapping
 from broker.types import SourceKind
 
 log = structlog.get_logger("broker.app")
@@ -55,6 +62,7 @@ class App:
         self._draining = False
         self._redis: aioredis.Redis | None = None
         self._aws: AwsClients | None = None
+        self._sender: DestinationSender | None = None
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -126,10 +134,8 @@ class App:
     async def _add_mapping(self, esm: EventSourceMapping) -> None:
         kind = source_kind(esm.EventSourceArn)
         function = self.functions[esm.FunctionName]
-        if kind is not SourceKind.SQS:
-            raise StartupError(f"mapping {esm.UUID} ({esm.EventSourceArn}): {kind.value} "
-                               "mappings are not implemented in this version")
-        source = await self._sqs_source(esm, function)
+        source: Source = (await self._sqs_source(esm, function) if kind is SourceKind.SQS
+                          else await self._stream_source(esm, function, kind))
         runner = MappingRunner(esm, source, function_arn=function.arn, metrics=self.metrics,
                                clock=self.clock)
         assert esm.UUID is not None
@@ -164,6 +170,39 @@ class App:
                 scale_up_per_minute=s.sqs_scale_up_per_minute,
                 backoff_base_seconds=s.retry_backoff_base_seconds,
                 backoff_max_seconds=s.retry_backoff_max_seconds))
+
+    async def _stream_source(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> StreamMapping:
+        assert self._aws is not None
+        assert self._redis is not None
+        assert esm.UUID is not None
+        s = self.config.broker
+        service: StreamService
+        if kind is SourceKind.KINESIS:
+            role = self.config.functions[esm.FunctionName].Role or \
+                f"arn:aws:iam::{s.account_id}:role/{esm.FunctionName}"
+            service = KinesisService(await self._aws.client("kinesis"), arn=esm.EventSourceArn,
+                                     region=s.region, identity_arn=role)
+            poll = s.kinesis_poll_interval_seconds
+        else:
+            service = DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
+                                             arn=esm.EventSourceArn, region=s.region)
+            poll = s.dynamodb_poll_interval_seconds
+        try:
+            await service.shards()
+        except AwsError as exc:
+            raise StartupError(f"mapping {esm.UUID}: cannot use stream {esm.EventSourceArn}: {exc}") from exc
+        if self._sender is None:
+            self._sender = DestinationSender(self._aws)
+        return StreamMapping(
+            esm=esm, function=function, service=service,
+            checkpoints=CheckpointStore(self._redis, esm.UUID), sender=self._sender,
+            metrics=self.metrics, clock=self.clock,
+            settings=StreamSettings(
+                poll_interval_seconds=poll,
+                min_read_interval_seconds=s.kinesis_min_read_interval_seconds if kind is SourceKind.KINESIS else 0,
+                backoff_base_seconds=s.retry_backoff_base_seconds,
+                backoff_max_seconds=s.retry_backoff_max_seconds),
+            discovery_interval_seconds=s.stream_discovery_interval_seconds)
 
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
@@ -240,15 +279,13 @@ class App:
         return problems
 
     async def _aws_problems(self) -> list[str]:
-        if self._aws is None or not self.runners:
+        """AWS is reachable if the first mapping's source answers a cheap call."""
+        if not self.runners:
             return []
-        queue = next(iter(self.runners.values())).esm.EventSourceArn
+        runner = next(iter(self.runners.values()))
         try:
-            sqs = await self._aws.client("sqs")
-            arn = parse_arn(queue)
             async with asyncio.timeout(2):
-                await call(sqs.get_queue_url, attempts=1, QueueName=arn.resource,
-                           QueueOwnerAWSAccountId=arn.account)
+                await runner.source.probe()
         except (BrokerError, TimeoutError) as exc:
             return [f"aws: {exc}"]
         return []

@@ -57,3 +57,33 @@ class SqsMessage:
     record: dict[str, Any]
     encoded: bytes = field(repr=False)  # the record serialized once, reused for size and payload
     received_at: float = 0.0  # monotonic seconds; its visibility timeout counts from here
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One shard as listed by the stream: lineage and, once closed, its last sequence number."""
+
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    ending_sequence: str | None = None  # None while the shard is open
+
+    @property
+    def closed(self) -> bool:
+        return self.ending_sequence is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One stream record, already shaped as Lambda's event record."""
+
+    sequence: str  # decimal string, as the stream gives it
+    key: str  # partition key (Kinesis) or item key (DynamoDB): the ordering key for lanes
+    arrival: float  # epoch seconds when the stream received the record
+    record: dict[str, Any]
+    encoded: bytes = field(repr=False)
+    data: Any = field(default=None, repr=False)  # the data key's value as filters see it
+    data_is_json: bool = False
+
+    @property
+    def seq(self) -> int:
+        return int(self.sequence)

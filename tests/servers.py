@@ -177,3 +177,22 @@ class RecordingTarget:
 
     def bodies(self) -> list[str]:
         return [r["body"] for r in self.records()]
+
+
+def stream_arn(name: str) -> str:
+    return f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"
+
+
+async def create_stream(aws: Aws, name: str, shards: int = 1) -> list[str]:
+    await aws.call("kinesis", "create_stream", StreamName=name, ShardCount=shards)
+    listed = await aws.call("kinesis", "list_shards", StreamName=name)
+    return [s["ShardId"] for s in listed["Shards"]]
+
+
+async def put_records(aws: Aws, stream: str, items: list[tuple[str, bytes]]) -> list[str]:
+    """One writer, one record at a time (the emulator can lose records under concurrent writers)."""
+    seqs = []
+    for key, data in items:
+        resp = await aws.call("kinesis", "put_record", StreamName=stream, PartitionKey=key, Data=data)
+        seqs.append(resp["SequenceNumber"])
+    return seqs

@@ -26,6 +26,9 @@ class Source(Protocol):
     def stop(self) -> None:
         """Stop taking new work; ``run`` returns once work in hand is finished."""
 
+    async def probe(self) -> None:
+        """One cheap call to the source (readiness); raises BrokerError if it is unreachable."""
+
 
 class MappingRunner:
     def __init__(self, esm: EventSourceMapping, source: Source, *, function_arn: str,

@@ -127,6 +127,10 @@ class SqsMapping:
         """Stop receiving: what arrives from now on goes back to the queue, batches being invoked finish."""
         self._stop.set()
 
+    async def probe(self) -> None:
+        await call(self._sqs.get_queue_attributes, attempts=1, QueueUrl=self._queue_url,
+                   AttributeNames=["VisibilityTimeout"])
+
     # ------------------------------------------------------------------ scaling
 
     def _spawn(self) -> None:

@@ -1,0 +1,43 @@
+"""Durable per-shard checkpoints in Redis (DESIGN §7).
+
+Keys (hash-tagged per mapping, so a mapping's keys share a Redis Cluster slot):
+    {broker:esm:<uuid>}:checkpoints   hash  shardId -> sequence number of the last record fully
+                                            handled, or "SHARD_END" once the shard is finished
+    {broker:esm:<uuid>}:meta          hash  started_at, initial_shards (JSON list): the shards
+                                            that existed at the mapping's first start, which start
+                                            at StartingPosition; shards found later start at
+                                            TRIM_HORIZON so nothing written to them is skipped
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SHARD_END = "SHARD_END"
+
+
+class CheckpointStore:
+    def __init__(self, redis: Any, mapping_uuid: str) -> None:
+        self._redis = redis
+        tag = f"{{broker:esm:{mapping_uuid}}}"
+        self._checkpoints = f"{tag}:checkpoints"
+        self._meta = f"{tag}:meta"
+
+    async def get(self, shard_id: str) -> str | None:
+        value = await self._redis.hget(self._checkpoints, shard_id)
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def all(self) -> dict[str, str]:
+        raw = await self._redis.hgetall(self._checkpoints)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def put(self, shard_id: str, sequence: str) -> None:
+        await self._redis.hset(self._checkpoints, shard_id, sequence)
+
+    async def initial_shards(self, current: list[str], now: float) -> set[str]:
+        """The shards that take StartingPosition: recorded once, at the mapping's first start."""
+        await self._redis.hsetnx(self._meta, "initial_shards", json.dumps(sorted(current)))
+        await self._redis.hsetnx(self._meta, "started_at", str(now))
+        raw = await self._redis.hget(self._meta, "initial_shards")
+        return set(json.loads(raw))

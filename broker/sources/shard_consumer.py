@@ -1,0 +1,476 @@
+"""One shard of one stream mapping, as an explicit state machine (KCL's ShardConsumer).
+
+    INITIALIZING ──(checkpoint is SHARD_END)──────────────────────────────► SHARD_END
+         │
+         ▼
+    PROCESSING ──(shard closed, read to its end, every record handled)──► SHARD_END
+         │                                                                (checkpoint SHARD_END:
+         │                                                                 the children may start)
+         └──(stop(): pause, shutdown, rebalance)──► SHUTTING_DOWN ──► SHUTDOWN
+                                                    (batches in hand finish; final checkpoint)
+
+Inside PROCESSING a reader task fetches pages (bounded prefetch: it stops fetching while the
+buffer is full) and routes each record to one of ``ParallelizationFactor`` lanes by a hash of its
+key, so one key's records stay in order while different keys run in parallel. The checkpoint only
+moves past a record when it and everything before it are handled (``CheckpointTracker``).
+
+A batch is resolved by the stream rules of spec §1.2-§1.3, §2.3-§2.6: throttles and unreachable
+targets are retried with backoff without spending attempts; function errors spend one attempt
+each (``MaximumRetryAttempts``, -1 = forever) or, with ``BisectBatchOnFunctionError``, split the
+batch in two without spending any; a partial batch response resumes from the lowest reported
+sequence number; records older than ``MaximumRecordAgeInSeconds`` are given up. What is given up
+goes to the on-failure destination (retried until delivered, or the checkpoint waits) or, without
+one, is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import json
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from broker.batching.checkpoints import CheckpointTracker
+from broker.batching.filtering import RecordFilter
+from broker.batching.partial_failures import parse_item_failures
+from broker.batching.policies import backoff_delay
+from broker.clock import Clock
+from broker.destinations.records import response_context, s3_failure_key, stream_failure_record
+from broker.destinations.sender import DestinationSender
+from broker.errors import BrokerError, InvokeError
+from broker.invoking.base import Function
+from broker.observability.metrics import Metrics
+from broker.sources.checkpoints import SHARD_END, CheckpointStore
+from broker.sources.streams import StreamService
+from broker.types import InvokeResult, ShardInfo, SourceKind, StreamRecord
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+log = structlog.get_logger("broker.streams")
+
+
+class ConsumerState(enum.Enum):
+    INITIALIZING = "initializing"
+    PROCESSING = "processing"
+    SHUTTING_DOWN = "shutting_down"
+    SHARD_END = "shard_end"
+    SHUTDOWN = "shutdown"
+
+
+class ShutdownReason(enum.IntEnum):
+    """Ranked as in KCL: a higher reason overrides a lower one."""
+
+    REQUESTED = 1  # final checkpoint of what is handled
+    SHARD_END = 2  # checkpoint SHARD_END so children may start
+    LEASE_LOST = 3  # never checkpoint
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    poll_interval_seconds: float = 1.0
+    min_read_interval_seconds: float = 0.2  # Kinesis allows 5 GetRecords per second per shard
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class StreamMappingSpec:
+    """What a shard consumer needs of its mapping."""
+
+    uuid: str
+    batch_size: int
+    window_seconds: float
+    parallelization: int
+    max_retry_attempts: int  # -1: forever
+    max_record_age_seconds: int  # -1: forever
+    bisect: bool
+    report_batch_item_failures: bool
+    destination: str | None
+    starting_position: str
+    starting_timestamp: float | None
+    filter: RecordFilter | None
+
+
+@dataclass
+class _Lane:
+    items: collections.deque[StreamRecord] = field(default_factory=collections.deque)
+    closed: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, record: StreamRecord) -> None:
+        self.items.append(record)
+        self.changed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.changed.set()
+
+
+@dataclass
+class _Work:
+    """A batch (or a part of one after bisecting or a partial response) being resolved."""
+
+    records: list[StreamRecord]
+    attempts: int = 0  # function errors spent
+    invokes: int = 0  # invocations of exactly these records
+    request_id: str = ""
+    last: InvokeResult | None = None
+
+
+class _Stopped(Exception):
+    """Internal: stop() arrived while a batch was being resolved."""
+
+
+class ShardConsumer:
+    def __init__(self, *, shard: ShardInfo, service: StreamService, spec: StreamMappingSpec,
+                 function: Function, checkpoints: CheckpointStore, sender: DestinationSender,
+                 metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
+                 on_result: Callable[[str], None] = lambda _: None) -> None:
+        self.shard = shard
+        self.state = ConsumerState.INITIALIZING
+        self._service = service
+        self._spec = spec
+        self._function = function
+        self._checkpoints = checkpoints
+        self._sender = sender
+        self._clock = clock
+        self._settings = settings
+        self._start = start
+        self._on_result = on_result
+        self._stop = asyncio.Event()
+        self._tracker = CheckpointTracker()
+        self._lanes = [_Lane() for _ in range(spec.parallelization)]
+        self._buffered = 0
+        self._buffer_limit = max(spec.batch_size * spec.parallelization * 2, 100)
+        self._space = asyncio.Event()
+        self._last_read: str | None = None
+        self._checkpointed: str | None = None
+        self._opened_at: float | None = None
+        self._read_to_end = False
+        labels = (function.name, spec.uuid)
+        self._m_polled = metrics.polled_events.labels(*labels)
+        self._m_filtered = metrics.filtered_out_events.labels(*labels)
+        self._m_invoked = metrics.invoked_events.labels(*labels)
+        self._m_failed = metrics.failed_invoke_events.labels(*labels)
+        self._m_dropped = metrics.dropped_events.labels(*labels)
+        self._m_delivered = metrics.on_failure_destination_delivered_events.labels(*labels)
+        self._m_delivery_failures = metrics.destination_delivery_failures.labels(function.name)
+        self._m_age = metrics.iterator_age.labels(*labels, shard.shard_id)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Stop reading and starting batches; batches being invoked finish, then a final checkpoint."""
+        if self.state is ConsumerState.PROCESSING:
+            self.state = ConsumerState.SHUTTING_DOWN
+        self._stop.set()
+        self._space.set()
+        for lane in self._lanes:
+            lane.changed.set()
+
+    def mark_closed(self, ending_sequence: str) -> None:
+        """Discovery saw this shard close (resharding)."""
+        self.shard = ShardInfo(self.shard.shard_id, self.shard.parents, ending_sequence)
+
+    async def run(self) -> ShutdownReason:
+        structlog.contextvars.bind_contextvars(shard=self.shard.shard_id)
+        checkpoint = await self._checkpoints.get(self.shard.shard_id)
+        if checkpoint == SHARD_END:
+            self.state = ConsumerState.SHARD_END
+            return ShutdownReason.SHARD_END
+        self._last_read = self._checkpointed = checkpoint
+        self.state = ConsumerState.PROCESSING
+        log.info("shard_consumer_started", checkpoint=checkpoint, start=self._start[0])
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._read())
+            for lane in self._lanes:
+                group.create_task(self._work(lane))
+        await self._write_checkpoint()
+        if self._read_to_end and self._tracker.pending == 0 and not self._stop.is_set():
+            await self._checkpoints.put(self.shard.shard_id, SHARD_END)
+            self.state = ConsumerState.SHARD_END
+            log.info("shard_ended", last=self._checkpointed)
+            return ShutdownReason.SHARD_END
+        self.state = ConsumerState.SHUTDOWN
+        log.info("shard_consumer_stopped", checkpoint=self._checkpointed)
+        return ShutdownReason.REQUESTED
+
+    # ------------------------------------------------------------------ reading
+
+    async def _open_iterator(self) -> str:
+        """From the last record read (never re-delivering buffered ones), else the checkpoint,
+        else the start position; a re-opened LATEST iterator resumes at the time it first opened."""
+        svc, shard = self._service, self.shard.shard_id
+        if self._last_read is not None:
+            return await svc.iterator(shard, "AFTER_SEQUENCE_NUMBER", sequence=self._last_read)
+        position, timestamp = self._start
+        if self._opened_at is not None and position == "LATEST" and svc.kind is SourceKind.KINESIS:
+            return await svc.iterator(shard, "AT_TIMESTAMP", timestamp=self._opened_at)
+        self._opened_at = self._opened_at or self._clock.time()
+        return await svc.iterator(shard, position, timestamp=timestamp)
+
+    async def _read(self) -> None:
+        try:
+            iterator = await self._open_iterator()
+            last_call = -1e18
+            empty_reads = 0
+            while not self._stop.is_set():
+                while self._buffered >= self._buffer_limit and not self._stop.is_set():
+                    self._space.clear()
+                    await self._space.wait()
+                pause = last_call + self._settings.min_read_interval_seconds - self._clock.monotonic()
+                if pause > 0 and not await self._sleep(pause):
+                    break
+                last_call = self._clock.monotonic()
+                try:
+                    result = await self._service.read(self.shard.shard_id, iterator,
+                                                      self._buffer_limit - self._buffered)
+                except BrokerError as exc:
+                    # Expired or invalid iterators (the emulator answers 500) are re-opened from
+                    # the last record read; throttles back off.
+                    log.warning("get_records_failed", error=str(exc))
+                    if not await self._sleep(self._settings.poll_interval_seconds):
+                        break
+                    iterator = await self._open_iterator()
+                    continue
+                for record in result.records:
+                    self._dispatch(record)
+                await self._write_checkpoint()  # filtered-out records pass the checkpoint too
+                empty_reads = 0 if result.records else empty_reads + 1
+                if result.next_iterator is None or self._at_end(empty_reads):
+                    self._read_to_end = True
+                    break
+                iterator = result.next_iterator
+                if not result.records and not await self._sleep(self._settings.poll_interval_seconds):
+                    break
+        finally:
+            for lane in self._lanes:
+                lane.close()
+
+    def _at_end(self, empty_reads: int) -> bool:
+        """A closed shard read to its end. Services that never return a null iterator (the AWS
+        emulator) are caught by the shard's ending sequence number from the listing."""
+        ending = self.shard.ending_sequence
+        if ending is None or empty_reads == 0:
+            return False
+        return (self._last_read is not None and int(self._last_read) >= int(ending)) or empty_reads >= 3
+
+    def _dispatch(self, record: StreamRecord) -> None:
+        self._last_read = record.sequence
+        self._m_polled.inc()
+        self._tracker.add(record.seq)
+        flt = self._spec.filter
+        if flt is not None and not flt.matches(record.record, record.data, record.data_is_json):
+            self._m_filtered.inc()
+            self._tracker.complete(record.seq)
+            return
+        lane = self._lanes[zlib.crc32(record.key.encode()) % len(self._lanes)]
+        self._buffered += 1
+        lane.put(record)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; False if stop() arrived."""
+        if self._stop.is_set():
+            return False
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        sleeper.cancel()
+        stopper.cancel()
+        return not self._stop.is_set()
+
+    # ------------------------------------------------------------------ batching
+
+    async def _work(self, lane: _Lane) -> None:
+        while True:
+            batch = await self._next_batch(lane)
+            if batch is None:
+                return
+            try:
+                await self._resolve(batch)
+            except _Stopped:
+                return
+            finally:
+                self._buffered -= len(batch)
+                self._space.set()
+
+    async def _next_batch(self, lane: _Lane) -> list[StreamRecord] | None:
+        while not lane.items:
+            if lane.closed or self._stop.is_set():
+                return None
+            lane.changed.clear()
+            await lane.changed.wait()
+        if self._stop.is_set():
+            return None
+        if self._spec.window_seconds > 0:
+            deadline = self._clock.monotonic() + self._spec.window_seconds
+            while len(lane.items) < self._spec.batch_size and not lane.closed and not self._stop.is_set():
+                remaining = deadline - self._clock.monotonic()
+                if remaining <= 0:
+                    break
+                lane.changed.clear()
+                try:
+                    await asyncio.wait_for(lane.changed.wait(), remaining)
+                except TimeoutError:
+                    break
+        batch: list[StreamRecord] = []
+        size = len(b'{"Records":[]}')
+        while lane.items and len(batch) < self._spec.batch_size:
+            nxt = lane.items[0]
+            if batch and size + len(nxt.encoded) + 1 > MAX_PAYLOAD_BYTES:
+                break
+            batch.append(lane.items.popleft())
+            size += len(nxt.encoded) + 1
+        return batch
+
+    # ------------------------------------------------------------------ resolving a batch
+
+    async def _resolve(self, batch: list[StreamRecord]) -> None:
+        spec = self._spec
+        work = collections.deque([_Work(batch)])
+        while work:
+            w = work[0]
+            if self._stop.is_set():
+                raise _Stopped
+            expired = self._expired_prefix(w.records)
+            if expired:
+                await self._give_up(expired, "RecordAgeExceeded", w, response=None)
+                w.records = w.records[len(expired):]
+                if not w.records:
+                    work.popleft()
+                continue
+            result = await self._invoke(w)
+            if result is None:  # records aged out while throttled: the age check above takes them
+                continue
+            failed = (parse_item_failures(result.payload, {r.sequence for r in w.records})
+                      if result.ok and spec.report_batch_item_failures else frozenset())
+            if result.ok and failed == frozenset():
+                await self._done(w.records)
+                self._on_result("OK")
+                work.popleft()
+                continue
+            self._m_failed.inc(len(w.records))
+            self._on_result("PROBLEM: Function call failed")
+            if result.ok and failed:  # a valid partial response: resume from the lowest reported
+                lowest = min(failed, key=int)
+                cut = next(i for i, r in enumerate(w.records) if r.sequence == lowest)
+                await self._done(w.records[:cut])
+                w.records = w.records[cut:]
+            elif spec.bisect and len(w.records) > 1:  # splitting spends no attempt
+                mid = len(w.records) // 2
+                work.popleft()
+                work.appendleft(_Work(w.records[mid:], attempts=w.attempts))
+                work.appendleft(_Work(w.records[:mid], attempts=w.attempts))
+                log.info("batch_bisected", records=len(w.records), halves=(mid, len(w.records) - mid))
+                continue
+            w.attempts += 1
+            if 0 <= spec.max_retry_attempts < w.attempts:
+                error = result.function_error if not result.ok else None
+                await self._give_up(w.records, "RetryAttemptsExhausted", w, response=response_context(error))
+                work.popleft()
+                continue
+            if not await self._sleep(self._backoff(w.attempts - 1)):
+                raise _Stopped
+
+    def _expired_prefix(self, records: list[StreamRecord]) -> list[StreamRecord]:
+        limit = self._spec.max_record_age_seconds
+        if limit < 0:
+            return []
+        oldest_allowed = self._clock.time() - limit
+        out = []
+        for r in records:
+            if r.arrival >= oldest_allowed:
+                break
+            out.append(r)
+        return out
+
+    def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        return backoff_delay(attempt, base=self._settings.backoff_base_seconds,
+                             cap=self._settings.backoff_max_seconds, retry_after=retry_after)
+
+    async def _invoke(self, w: _Work) -> InvokeResult | None:
+        """Invoke until the function runs; throttles and system errors spend no attempt. None when
+        records aged past MaximumRecordAgeInSeconds meanwhile; _Stopped on stop()."""
+        payload = b'{"Records":[' + b",".join(r.encoded for r in w.records) + b"]}"
+        retry = 0
+        while True:
+            w.request_id = str(uuid.uuid4())
+            self._m_age.set(max(0.0, self._clock.time() - w.records[-1].arrival))
+            try:
+                result = await self._function.invoke(payload, request_id=w.request_id)
+            except InvokeError as exc:
+                if self._expired_prefix(w.records):
+                    return None
+                log.info("invoke_retry_scheduled", records=len(w.records), reason=type(exc).__name__)
+                if not await self._sleep(self._backoff(retry, exc.retry_after)):
+                    raise _Stopped from exc
+                retry += 1
+                continue
+            w.invokes += 1
+            w.last = result
+            self._m_invoked.inc(len(w.records))
+            log.info("batch_invoked", records=len(w.records), first=w.records[0].sequence,
+                     last=w.records[-1].sequence, attempt=w.attempts + 1,
+                     duration_ms=round(result.duration_seconds * 1000, 2),
+                     outcome="success" if result.ok else "function_error")
+            return result
+
+    async def _give_up(self, records: list[StreamRecord], condition: str, w: _Work,
+                       response: dict[str, Any] | None) -> None:
+        """The failure path: the destination record (retried until delivered) or a counted drop."""
+        destination = self._spec.destination
+        if not destination:
+            self._m_dropped.inc(len(records))
+            log.warning("records_dropped", condition=condition, records=len(records),
+                        first=records[0].sequence, last=records[-1].sequence)
+            await self._done(records)
+            return
+        now = self._clock.time()
+        document = stream_failure_record(
+            kind=self._service.kind, request_id=w.request_id or str(uuid.uuid4()),
+            function_arn=self._function.arn, condition=condition, invoke_count=w.invokes,
+            response=response, timestamp=now, shard_id=self.shard.shard_id,
+            first=(records[0].sequence, records[0].arrival), last=(records[-1].sequence, records[-1].arrival),
+            batch_size=len(records), stream_arn=self._service.arn)
+        s3_key = None
+        if destination.startswith("arn:aws:s3:"):
+            payload = b'{"Records":[' + b",".join(r.encoded for r in records) + b"]}"
+            document = {**document, "payload": json.loads(payload)}
+            s3_key = s3_failure_key(self._spec.uuid, self.shard.shard_id, now)
+        attempt = 0
+        while True:
+            try:
+                await self._sender.deliver(destination, document, s3_key=s3_key)
+                break
+            except BrokerError as exc:
+                self._m_delivery_failures.inc()
+                log.warning("destination_delivery_failed", destination=destination, error=str(exc))
+                if not await self._sleep(self._backoff(attempt)):
+                    raise _Stopped from exc
+                attempt += 1
+        self._m_delivered.inc(len(records))
+        log.info("sent_to_destination", destination=destination, condition=condition, records=len(records),
+                 first=records[0].sequence, last=records[-1].sequence)
+        await self._done(records)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    async def _done(self, records: list[StreamRecord]) -> None:
+        for r in records:
+            self._tracker.complete(r.seq)
+        await self._write_checkpoint()
+
+    async def _write_checkpoint(self) -> None:
+        mark = self._tracker.watermark
+        if mark is None:
+            return
+        value = str(mark)
+        if value != self._checkpointed:
+            await self._checkpoints.put(self.shard.shard_id, value)
+            self._checkpointed = value
