@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import yaml
 
 from broker.app import App
 from broker.config import load_config
 from broker.embedded import RedisServer
 from broker.observability.metrics import Metrics
-from tests.servers import Aws, MotoServer, RecordingTarget
+from tests.servers import Aws, Kinesalite, MotoServer, RecordingTarget
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesalite() -> Iterator[Kinesalite]:
+    why = Kinesalite.missing()
+    if why:
+        pytest.skip(why)
+    server = Kinesalite(Path(__file__).resolve().parent.parent / ".cache" / "kinesalite")
     server.start()
     yield server
     server.stop()
@@ -48,7 +60,8 @@ async def target() -> AsyncIterator[RecordingTarget]:
     await t.stop()
 
 
-def broker_settings(redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+def broker_settings(redis_server: RedisServer, moto_server: MotoServer | Kinesalite, tmp_path: Path,
+                    **overrides: Any) -> dict[str, Any]:
     """Broker settings that compress AWS's fixed delays for tests."""
     return {
         "aws_endpoint_url": moto_server.url,
@@ -68,7 +81,7 @@ def broker_settings(redis_server: RedisServer, moto_server: MotoServer, tmp_path
 class BrokerRunner:
     """Start the broker in-process from a config file written by the test."""
 
-    def __init__(self, redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path) -> None:
+    def __init__(self, redis_server: RedisServer, moto_server: MotoServer | Kinesalite, tmp_path: Path) -> None:
         self._redis = redis_server
         self._moto = moto_server
         self._tmp = tmp_path
@@ -84,9 +97,10 @@ class BrokerRunner:
         return path
 
     @contextlib.asynccontextmanager
-    async def run(self, functions: dict[str, Any], mappings: list[dict[str, Any]], **settings: Any) -> AsyncIterator[App]:
+    async def run(self, functions: dict[str, Any], mappings: list[dict[str, Any]], clock: Any = None,
+                  **settings: Any) -> AsyncIterator[App]:
         config = load_config(self.write_config(functions, mappings, **settings), env={})
-        app = App(config, metrics=Metrics())
+        app = App(config, metrics=Metrics(), clock=clock)
         task = asyncio.create_task(app.run())
         started = asyncio.create_task(app.started.wait())
         done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -100,9 +114,23 @@ class BrokerRunner:
             await asyncio.wait_for(task, 30)
 
 
+async def _flush(redis_server: RedisServer) -> None:
+    client = aioredis.from_url(redis_server.url)
+    await client.flushall()  # checkpoints of an earlier test must not leak into this one
+    await client.aclose()
+
+
 @pytest.fixture
-def broker(redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path) -> BrokerRunner:
+async def broker(redis_server: RedisServer, moto_server: MotoServer, tmp_path: Path) -> BrokerRunner:
+    await _flush(redis_server)
     return BrokerRunner(redis_server, moto_server, tmp_path)
+
+
+@pytest.fixture
+async def kinesalite_broker(redis_server: RedisServer, kinesalite: Kinesalite, tmp_path: Path) -> BrokerRunner:
+    """A broker whose AWS endpoint is kinesalite (Kinesis only)."""
+    await _flush(redis_server)
+    return BrokerRunner(redis_server, kinesalite, tmp_path)
 
 
 def metric(app: App, name: str, **labels: str) -> float:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -196,3 +198,50 @@ async def put_records(aws: Aws, stream: str, items: list[tuple[str, bytes]]) -> 
         resp = await aws.call("kinesis", "put_record", StreamName=stream, PartitionKey=key, Data=data)
         seqs.append(resp["SequenceNumber"])
     return seqs
+
+
+class Kinesalite:
+    """kinesalite (npm) under the machine's node: faithful on shard ends and resharding, where the
+    AWS emulator is not. Installed on first use into .cache/kinesalite."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why kinesalite cannot run here, or None."""
+        for tool in ("node", "npm"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not on PATH: the kinesalite tests need Node.js (apt-get install nodejs npm)"
+        return None
+
+    def start(self) -> None:
+        script = self.root / "node_modules" / "kinesalite" / "cli.js"
+        if not script.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(self.root), "kinesalite@3"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        self._proc = subprocess.Popen(
+            ["node", str(script), "--port", str(self.port), "--createStreamMs", "10", "--updateStreamMs", "10",
+             "--deleteStreamMs", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self._proc, "kinesalite", timeout=30)
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+
+
+async def wait_active(aws: Aws, stream: str) -> None:
+    for _ in range(200):
+        summary = await aws.call("kinesis", "describe_stream_summary", StreamName=stream)
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"stream {stream} never became ACTIVE")

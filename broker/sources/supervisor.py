@@ -107,7 +107,7 @@ class StreamMapping:
         for shard in shards:
             running = self.consumers.get(shard.shard_id)
             if running is not None:
-                if shard.closed and not running.shard.closed:
+                if shard.closed and running.shard.ending_sequence != shard.ending_sequence:
                     running.mark_closed(shard.ending_sequence or "")
                 continue
             if shard.shard_id in finished:

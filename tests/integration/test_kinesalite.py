@@ -1,0 +1,58 @@
+"""Against kinesalite, which closes shards and routes writes to children faithfully: shard end by a
+null iterator, and per-key order across a split with records in parent and children."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+from typing import Any
+
+from tests.conftest import BrokerRunner
+from tests.integration.helpers import function, wait_until
+from tests.servers import Aws, Kinesalite, RecordingTarget, put_records, stream_arn, wait_active
+
+FAST = {"kinesis_poll_interval_seconds": 0.2, "kinesis_min_read_interval_seconds": 0.0,
+        "stream_discovery_interval_seconds": 0.5}
+
+
+def keyed(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = collections.defaultdict(list)
+    for r in records:
+        out[r["kinesis"]["partitionKey"]].append(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"])
+    return out
+
+
+async def test_split_parent_before_children(kinesalite: Kinesalite, kinesalite_broker: BrokerRunner,
+                                            target: RecordingTarget) -> None:
+    """Records before a split live in the parent, after it in the children: every key's records still
+    arrive in order, because children start only after the parent is read to its end."""
+    aws = Aws(kinesalite.url)
+    await aws.call("kinesis", "create_stream", StreamName="lineage", ShardCount=1)
+    await wait_active(aws, "lineage")
+    keys = [f"key{i}" for i in range(6)]
+    await put_records(aws, "lineage", [(k, json.dumps({"n": n}).encode()) for n in range(5) for k in keys])
+    await aws.call("kinesis", "split_shard", StreamName="lineage", ShardToSplit="shardId-000000000000",
+                   NewStartingHashKey=str(2 ** 127))
+    await wait_active(aws, "lineage")
+    shards_after = await put_records(aws, "lineage", [(k, json.dumps({"n": n}).encode()) for n in range(5, 10) for k in keys])
+    assert shards_after
+    m = {"FunctionName": "f", "EventSourceArn": stream_arn("lineage"), "StartingPosition": "TRIM_HORIZON",
+         "BatchSize": 4}
+    async with kinesalite_broker.run(function(target), [m], **FAST) as app:
+        await target.wait_for(lambda calls: len(target.records()) >= 60, timeout=30)
+        uuid = app.config.event_source_mappings[0].UUID
+        key = f"{{broker:esm:{uuid}}}:checkpoints"
+        await wait_until(lambda: _len(app, key, 3))
+        checkpoints = await app._redis.hgetall(key)  # type: ignore[union-attr]
+    assert keyed(target.records()) == {k: list(range(10)) for k in keys}
+    assert checkpoints[b"shardId-000000000000"] == b"SHARD_END"
+    parent = [r for r in target.records() if r["eventID"].startswith("shardId-000000000000:")]
+    children = [r for r in target.records() if not r["eventID"].startswith("shardId-000000000000:")]
+    assert len(parent) == 30
+    assert len(children) == 30
+    assert target.records().index(children[0]) >= 30  # nothing from a child before the parent ended
+
+
+async def _len(app: Any, key: str, n: int) -> bool:
+    return len(await app._redis.hgetall(key)) >= n
