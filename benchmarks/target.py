@@ -1,26 +1,39 @@
-"""An HTTP target that answers at once (``{}``), counting what it received. Run: python benchmarks/target.py PORT"""
+"""An HTTP target that answers at once (``{}``). It counts records (SQS, Kinesis and raw baseline
+shapes) and, for Kinesis records whose data carries ``"sent"``, their put->receipt latency.
+Run: python benchmarks/target.py PORT"""
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
+import time
 
 from aiohttp import web
 
-received = {"requests": 0}
+stats: dict[str, object] = {"requests": 0, "records": 0, "latencies": []}
 
 
 async def invoke(request: web.Request) -> web.Response:
-    await request.read()
-    received["requests"] += 1
+    body = await request.read()
+    now = time.time()
+    stats["requests"] = int(stats["requests"]) + 1  # type: ignore[call-overload]
+    stats["records"] = int(stats["records"]) + (  # type: ignore[call-overload]
+        body.count(b'"sequenceNumber"') + body.count(b'"SequenceNumber"') + body.count(b'"messageId"'))
+    if b'"kinesis"' in body and len(body) < 100_000:
+        for record in json.loads(body)["Records"]:
+            data = json.loads(base64.b64decode(record["kinesis"]["data"]))
+            if "sent" in data:
+                stats["latencies"].append(now - data["sent"])  # type: ignore[union-attr]
     return web.Response(body=b"{}", content_type="application/json")
 
 
-async def stats(_: web.Request) -> web.Response:
-    return web.json_response(received)
+async def get_stats(_: web.Request) -> web.Response:
+    return web.json_response(stats)
 
 
 if __name__ == "__main__":
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_post("/invoke", invoke)
-    app.router.add_get("/stats", stats)
+    app.router.add_get("/stats", get_stats)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)

@@ -76,10 +76,13 @@ class App:
         async with contextlib.AsyncExitStack() as stack:
             redis_url = await self._start_redis(stack)
             endpoint = await self._start_aws(stack)
-            self._redis = aioredis.from_url(redis_url)
+            # A blocking pool: a thousand shard consumers wait for one of a few connections
+            # instead of opening a thousand (or failing with "Too many connections").
+            self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=64, timeout=10))
             stack.push_async_callback(self._redis.aclose)
             self._aws = AwsClients(region=settings.region, endpoint_url=endpoint,
-                                   max_pool_connections=settings.sqs_max_pollers + 50)
+                                   max_pool_connections=min(settings.sqs_max_pollers + 50, 1000))
             stack.push_async_callback(self._aws.aclose)
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=None))

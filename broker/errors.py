@@ -3,6 +3,7 @@
     BrokerError                      retryable: bool (class attribute, may be overridden per instance)
     ├── ConfigError                  bad config file; carries every issue with its path
     ├── StartupError                 the world does not match the config (queue missing, timeout > visibility)
+    ├── StateStoreError              Redis failed (translated in sources/checkpoints.py); retryable
     ├── AwsError                     an AWS call failed (translated once, in sources/aws.py)
     │   └── AwsThrottled             throttled / limit exceeded / transient service fault (retryable)
     └── InvokeError                  a target could not be invoked (never a function error: those are results)
@@ -44,6 +45,12 @@ class ConfigError(BrokerError):
 
 class StartupError(BrokerError):
     """A configured resource does not exist or contradicts the config."""
+
+
+class StateStoreError(BrokerError):
+    """Redis, where shared state lives, did not answer; the operation may be retried."""
+
+    retryable = True
 
 
 class AwsError(BrokerError):

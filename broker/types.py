@@ -81,8 +81,7 @@ class StreamRecord:
     arrival: float  # epoch seconds when the stream received the record
     record: dict[str, Any]
     encoded: bytes = field(repr=False)
-    data: Any = field(default=None, repr=False)  # the data key's value as filters see it
-    data_is_json: bool = False
+    data: Any = field(default=None, repr=False)  # the raw data (Kinesis bytes, DynamoDB images), for filters
 
     @property
     def seq(self) -> int:

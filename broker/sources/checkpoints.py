@@ -11,10 +11,29 @@ Keys (hash-tagged per mapping, so a mapping's keys share a Redis Cluster slot):
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from redis.exceptions import RedisError
+
+from broker.errors import StateStoreError
 
 SHARD_END = "SHARD_END"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis errors become StateStoreError here and nowhere else."""
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+    return wrapper
 
 
 class CheckpointStore:
@@ -24,17 +43,21 @@ class CheckpointStore:
         self._checkpoints = f"{tag}:checkpoints"
         self._meta = f"{tag}:meta"
 
+    @_translated
     async def get(self, shard_id: str) -> str | None:
         value = await self._redis.hget(self._checkpoints, shard_id)
         return value.decode() if isinstance(value, bytes) else value
 
+    @_translated
     async def all(self) -> dict[str, str]:
         raw = await self._redis.hgetall(self._checkpoints)
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    @_translated
     async def put(self, shard_id: str, sequence: str) -> None:
         await self._redis.hset(self._checkpoints, shard_id, sequence)
 
+    @_translated
     async def initial_shards(self, current: list[str], now: float) -> set[str]:
         """The shards that take StartingPosition: recorded once, at the mapping's first start."""
         await self._redis.hsetnx(self._meta, "initial_shards", json.dumps(sorted(current)))

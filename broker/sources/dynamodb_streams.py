@@ -56,4 +56,7 @@ class DynamoDBStreamsService:
         ddb = record["dynamodb"]
         return StreamRecord(ddb["SequenceNumber"], _key_encode(ddb.get("Keys", {})),
                             float(ddb.get("ApproximateCreationDateTime", 0.0)), record,
-                            _encode(record).encode(), ddb, True)
+                            _encode(record).encode(), ddb)
+
+    def filter_view(self, record: StreamRecord) -> tuple[Any, bool]:
+        return record.record["dynamodb"], True

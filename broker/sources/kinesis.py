@@ -61,15 +61,16 @@ class KinesisService:
     def _wrap(self, raw: dict[str, Any], shard_id: str) -> StreamRecord:
         record = kinesis_record(raw, shard_id=shard_id, stream_arn=self.arn, region=self._region,
                                 identity_arn=self._identity_arn)
-        data: Any
-        is_json = False
-        try:
-            text = raw["Data"].decode("utf-8") if isinstance(raw["Data"], bytes) else \
-                base64.b64decode(raw["Data"]).decode("utf-8")
-            data, is_json = decode_json_object(text)
-        except UnicodeDecodeError:
-            data = record["kinesis"]["data"]
         return StreamRecord(raw["SequenceNumber"], raw["PartitionKey"],
                             record["kinesis"]["approximateArrivalTimestamp"], record,
-                            _encode(record).encode(), data, is_json)
+                            _encode(record).encode(), raw["Data"])
+
+    def filter_view(self, record: StreamRecord) -> tuple[Any, bool]:
+        """The data as filters see it: the decoded JSON object, else the base64 text (never matches
+        a data pattern). Only computed for mappings that filter."""
+        data = record.data if isinstance(record.data, bytes) else base64.b64decode(record.data)
+        try:
+            return decode_json_object(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return record.record["kinesis"]["data"], False
 

@@ -14,9 +14,11 @@ import structlog
 
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
+from broker.errors import BrokerError
 from broker.observability.metrics import Metrics
 
 log = structlog.get_logger("broker.mapping")
+_RESTART_DELAY = 1.0
 
 
 class Source(Protocol):
@@ -66,6 +68,10 @@ class MappingRunner:
             self._running = True
             try:
                 await self.source.run()
+            except BrokerError as exc:  # the source, Redis or AWS failed: start over, never die
+                log.error("mapping_failed", mapping=self.uuid, error=str(exc), retry_in_seconds=_RESTART_DELAY)
+                await self._clock.sleep(_RESTART_DELAY)
+                continue
             finally:
                 self._running = False
                 self._m_enabled.set(0)

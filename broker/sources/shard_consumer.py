@@ -131,7 +131,7 @@ class ShardConsumer:
     def __init__(self, *, shard: ShardInfo, service: StreamService, spec: StreamMappingSpec,
                  function: Function, checkpoints: CheckpointStore, sender: DestinationSender,
                  metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
-                 on_result: Callable[[str], None] = lambda _: None) -> None:
+                 checkpoint: str | None = None, on_result: Callable[[str], None] = lambda _: None) -> None:
         self.shard = shard
         self.state = ConsumerState.INITIALIZING
         self._service = service
@@ -147,10 +147,12 @@ class ShardConsumer:
         self._tracker = CheckpointTracker()
         self._lanes = [_Lane() for _ in range(spec.parallelization)]
         self._buffered = 0
-        self._buffer_limit = max(spec.batch_size * spec.parallelization * 2, 100)
+        # Prefetch bound: room for two batches per lane and for a read large enough that 5 reads a
+        # second keep up with a busy shard (Kinesis serves up to 2 MB/s per shard to a reader).
+        self._buffer_limit = max(spec.batch_size * spec.parallelization * 2, 2000)
         self._space = asyncio.Event()
-        self._last_read: str | None = None
-        self._checkpointed: str | None = None
+        self._last_read: str | None = checkpoint
+        self._checkpointed: str | None = checkpoint
         self._opened_at: float | None = None
         self._read_to_end = False
         labels = (function.name, spec.uuid)
@@ -179,14 +181,13 @@ class ShardConsumer:
         self.shard = ShardInfo(self.shard.shard_id, self.shard.parents, ending_sequence)
 
     async def run(self) -> ShutdownReason:
+        """``checkpoint`` (given by the supervisor, which reads them all at once) is where to resume."""
         structlog.contextvars.bind_contextvars(shard=self.shard.shard_id)
-        checkpoint = await self._checkpoints.get(self.shard.shard_id)
-        if checkpoint == SHARD_END:
+        if self._checkpointed == SHARD_END:
             self.state = ConsumerState.SHARD_END
             return ShutdownReason.SHARD_END
-        self._last_read = self._checkpointed = checkpoint
         self.state = ConsumerState.PROCESSING
-        log.info("shard_consumer_started", checkpoint=checkpoint, start=self._start[0])
+        log.info("shard_consumer_started", checkpoint=self._checkpointed, start=self._start[0])
         async with asyncio.TaskGroup() as group:
             group.create_task(self._read())
             for lane in self._lanes:
@@ -266,7 +267,7 @@ class ShardConsumer:
         self._m_polled.inc()
         self._tracker.add(record.seq)
         flt = self._spec.filter
-        if flt is not None and not flt.matches(record.record, record.data, record.data_is_json):
+        if flt is not None and not flt.matches(record.record, *self._service.filter_view(record)):
             self._m_filtered.inc()
             self._tracker.complete(record.seq)
             return
@@ -472,5 +473,9 @@ class ShardConsumer:
             return
         value = str(mark)
         if value != self._checkpointed:
-            await self._checkpoints.put(self.shard.shard_id, value)
+            try:
+                await self._checkpoints.put(self.shard.shard_id, value)
+            except BrokerError as exc:  # kept in memory; the next write carries it
+                log.warning("checkpoint_write_failed", sequence=value, error=str(exc))
+                return
             self._checkpointed = value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from broker.types import ShardInfo, SourceKind, StreamRecord
 
@@ -30,3 +30,6 @@ class StreamService(Protocol):
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
         """One GetRecords call on ``shard_id``'s ``iterator``."""
+
+    def filter_view(self, record: StreamRecord) -> tuple[Any, bool]:
+        """(the record's data as filters see it, whether that is a JSON object)."""

@@ -85,10 +85,14 @@ class StreamMapping:
         structlog.contextvars.bind_contextvars(mapping=self._spec.uuid, function=self._function.name)
         shards = await self._service.shards()
         initial = await self._checkpoints.initial_shards([s.shard_id for s in shards], self._clock.time())
-        finished = {k for k, v in (await self._checkpoints.all()).items() if v == SHARD_END}
         async with asyncio.TaskGroup() as group:
             while not self._stop.is_set():
-                self._start_ready(group, shards, initial, finished)
+                try:
+                    saved = await self._checkpoints.all()
+                except BrokerError as exc:
+                    log.warning("checkpoint_read_failed", error=str(exc))
+                else:
+                    self._start_ready(group, shards, initial, saved)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._discovery_interval)
@@ -102,8 +106,9 @@ class StreamMapping:
                 consumer.stop()
 
     def _start_ready(self, group: asyncio.TaskGroup, shards: list[ShardInfo], initial: set[str],
-                     finished: set[str]) -> None:
+                     saved: dict[str, str]) -> None:
         listed = {s.shard_id for s in shards}
+        finished = {k for k, v in saved.items() if v == SHARD_END}
         for shard in shards:
             running = self.consumers.get(shard.shard_id)
             if running is not None:
@@ -120,11 +125,12 @@ class StreamMapping:
             consumer = ShardConsumer(
                 shard=shard, service=self._service, spec=self._spec, function=self._function,
                 checkpoints=self._checkpoints, sender=self._sender, metrics=self._metrics,
-                clock=self._clock, settings=self._settings, start=start, on_result=self._record_result)
+                clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
+                on_result=self._record_result)
             self.consumers[shard.shard_id] = consumer
-            group.create_task(self._run_consumer(consumer, finished), name=f"shard:{shard.shard_id}")
+            group.create_task(self._run_consumer(consumer), name=f"shard:{shard.shard_id}")
 
-    async def _run_consumer(self, consumer: ShardConsumer, finished: set[str]) -> None:
+    async def _run_consumer(self, consumer: ShardConsumer) -> None:
         shard_id = consumer.shard.shard_id
         try:
             reason = await consumer.run()
@@ -135,5 +141,5 @@ class StreamMapping:
         finally:
             self.consumers.pop(shard_id, None)
         if reason is ShutdownReason.SHARD_END:
-            finished.add(shard_id)
-        self._wake.set()  # children may start now; a failed consumer is restarted
+            log.info("shard_finished", shard=shard_id)
+        self._wake.set()  # children may start now (their parent's SHARD_END is saved); a failed consumer restarts

@@ -84,7 +84,8 @@ async def test_bisect_isolates_one_poison_record_in_100(aws: Aws, broker: Broker
     info = json.loads(messages[0]["Body"])["KinesisBatchInfo"]
     assert (info["batchSize"], info["startSequenceNumber"], info["endSequenceNumber"]) == (1, seqs[37], seqs[37])
     assert json.loads(messages[0]["Body"])["requestContext"]["approximateInvokeCount"] == 1
-    assert target.calls[0].event["Records"].__len__() == 100
+    assert 37 in numbers(target.calls[0].event)
+    assert len(target.calls[0].event["Records"]) > 1
     succeeded = [n for c in target.calls if 37 not in numbers(c.event) for n in numbers(c.event)]
     assert sorted(succeeded) == [n for n in range(100) if n != 37]
 

@@ -1,0 +1,224 @@
+"""Kinesis throughput, latency and idle cost: the broker against a bare aiobotocore GetRecords loop.
+
+    python benchmarks/streams.py [--records 20000] [--shards 4] [--idle-shards 1000]
+
+Runs on kinesalite (npm, started here under the machine's node; the AWS emulator's Kinesis slows as
+a stream grows) with an HTTP target that answers at once (benchmarks/target.py, its own process).
+1. Throughput: a pre-filled 4-shard stream drained by `broker run` (BatchSize 100) and by a bare
+   loop (per shard: GetRecords(100) -> POST -> next), steady-state records/s between 10% and 90%.
+2. Latency: one record every 50 ms; put -> target receipt, p50/p99, against the 1 s poll interval.
+3. Idle: the broker holding --idle-shards empty shards for 30 s: RSS and CPU share of a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sqs import cpu_seconds, free_port, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "000000000000"
+
+
+def start_kinesalite(shard_limit: int) -> tuple[subprocess.Popen[bytes], str]:
+    root = ROOT / ".cache" / "kinesalite"
+    script = root / "node_modules" / "kinesalite" / "cli.js"
+    if not script.exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root), "kinesalite@3"], check=True)
+    port = free_port()
+    proc = subprocess.Popen(["node", str(script), "--port", str(port), "--createStreamMs", "10",
+                             "--shardLimit", str(shard_limit + 10)], stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def kinesis(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="bench", aws_secret_access_key="bench")
+
+
+def create(client: Any, name: str, shards: int) -> None:
+    client.create_stream(StreamName=name, ShardCount=shards)
+    while client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        time.sleep(0.05)
+
+
+def fill(client: Any, name: str, count: int) -> None:
+    for start in range(0, count, 500):
+        client.put_records(StreamName=name, Records=[
+            {"PartitionKey": f"k{i}", "Data": json.dumps({"n": i, "pad": "x" * 60}).encode()}
+            for i in range(start, min(count, start + 500))])
+
+
+def target_stats(url: str) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(url.replace("/invoke", "/stats"), timeout=10) as r:
+        return dict(json.loads(r.read()))
+
+
+def broker_config(workdir: Path, name: str, endpoint: str, target: str, stream: str, *, batch: int,
+                  position: str = "TRIM_HORIZON") -> tuple[Path, int]:
+    port = free_port()
+    path = workdir / f"{name}.yaml"
+    path.write_text(json.dumps({
+        "broker": {"aws_endpoint_url": endpoint, "redis_url": "embedded", "data_dir": str(workdir / name),
+                   "api": {"host": "127.0.0.1", "port": port}, "log_level": "warning",
+                   "stream_discovery_interval_seconds": 300},
+        "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},
+        "event_source_mappings": [{"FunctionName": "bench", "BatchSize": batch, "StartingPosition": position,
+                                   "EventSourceArn": f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}"}],
+    }))
+    return path, port
+
+
+def run_broker(config: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+    proc = subprocess.Popen([sys.executable, "-m", "broker", "run", "-c", str(config)], env=env,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc
+
+
+def steady_rate(target: str, before: int, count: int, pid: int) -> tuple[float, float]:
+    marks: dict[str, tuple[float, int, float]] = {}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        got = target_stats(target)["records"] - before
+        now = time.monotonic()
+        if "low" not in marks and got >= count * 0.1:
+            marks["low"] = (now, got, cpu_seconds(pid))
+        if "high" not in marks and got >= count * 0.9:
+            marks["high"] = (now, got, cpu_seconds(pid))
+            break
+        time.sleep(0.01)
+    (t0, n0, c0), (t1, n1, c1) = marks["low"], marks["high"]
+    return (n1 - n0) / (t1 - t0), (c1 - c0) / (n1 - n0) * 1e6
+
+
+async def baseline_worker(endpoint: str, stream: str, target: str) -> None:
+    """Per shard: GetRecords(100) -> POST -> next iterator; 1 s sleep when a read is empty."""
+    import aiohttp
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("kinesis", region_name="us-east-1", endpoint_url=endpoint,
+                                            aws_access_key_id="bench", aws_secret_access_key="bench") as k, \
+            aiohttp.ClientSession() as http:
+        shards = [s["ShardId"] for s in (await k.list_shards(StreamName=stream))["Shards"]]
+
+        async def loop(shard: str) -> None:
+            it = (await k.get_shard_iterator(StreamName=stream, ShardId=shard,
+                                             ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
+            while it:
+                resp = await k.get_records(ShardIterator=it, Limit=100)
+                records = resp["Records"]
+                if records:
+                    body = json.dumps({"Records": [{"SequenceNumber": r["SequenceNumber"], "PartitionKey": r["PartitionKey"],
+                                                    "Data": base64.b64encode(r["Data"]).decode()} for r in records]})
+                    async with http.post(target, data=body) as r:
+                        await r.read()
+                else:
+                    await asyncio.sleep(1.0)
+                it = resp.get("NextShardIterator")
+
+        await asyncio.gather(*(loop(s) for s in shards))
+
+
+def throughput(endpoint: str, target: str, workdir: Path, records: int, shards: int) -> None:
+    client = kinesis(endpoint)
+    create(client, "base", shards)
+    fill(client, "base", records)
+    before = target_stats(target)["records"]
+    proc = subprocess.Popen([sys.executable, __file__, "--baseline-worker", endpoint, "base", target])
+    base_rate, base_cpu = steady_rate(target, before, records, proc.pid)
+    proc.terminate()
+    proc.wait()
+    create(client, "brok", shards)
+    fill(client, "brok", records)
+    before = target_stats(target)["records"]
+    config, port = broker_config(workdir, "thr", endpoint, target, "brok", batch=100)
+    proc = run_broker(config, port)
+    rate, cpu = steady_rate(target, before, records, proc.pid)
+    proc.terminate()
+    proc.wait()
+    print(f"throughput ({records} records, {shards} shards): baseline {base_rate:,.0f} rec/s {base_cpu:.0f} us/rec; "
+          f"broker {rate:,.0f} rec/s {cpu:.0f} us/rec; ratio {rate / base_rate:.2f}x, CPU {cpu / base_cpu:.2f}x",
+          flush=True)
+
+
+def latency(endpoint: str, target: str, workdir: Path) -> None:
+    client = kinesis(endpoint)
+    create(client, "lat", 1)
+    config, port = broker_config(workdir, "lat", endpoint, target, "lat", batch=100)
+    proc = run_broker(config, port)
+    time.sleep(2)
+    for i in range(200):
+        client.put_record(StreamName="lat", PartitionKey="k", Data=json.dumps({"sent": time.time(), "n": i}).encode())
+        time.sleep(0.05)
+    time.sleep(2)
+    proc.terminate()
+    proc.wait()
+    lat = sorted(target_stats(target)["latencies"])
+    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
+    print(f"latency put->invoke at 20 rec/s (poll interval 1.0 s): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+          f"({len(lat)} records; p50 = {p50:.2f}x the poll interval)", flush=True)
+
+
+def idle(endpoint: str, target: str, workdir: Path, shards: int) -> None:
+    client = kinesis(endpoint)
+    create(client, "idle", shards)
+    config, port = broker_config(workdir, "idle", endpoint, target, "idle", batch=100, position="LATEST")
+    proc = run_broker(config, port)
+    time.sleep(15)  # every shard consumer started and polling
+    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(30)
+    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    rss_kb = int(next(line.split()[1] for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS")))
+    proc.terminate()
+    proc.wait()
+    print(f"idle: {shards} shards: RSS {rss_kb / 1024:.0f} MB, CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core",
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--idle-shards", type=int, default=1000)
+    args = parser.parse_args()
+    kl, endpoint = start_kinesalite(max(args.idle_shards, args.shards))
+    tport = free_port()
+    tproc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "target.py"), str(tport)])
+    target = f"http://127.0.0.1:{tport}/invoke"
+    try:
+        wait_port(tport)
+        with tempfile.TemporaryDirectory() as tmp:
+            throughput(endpoint, target, Path(tmp), args.records, args.shards)
+            latency(endpoint, target, Path(tmp))
+            if args.idle_shards:
+                idle(endpoint, target, Path(tmp), args.idle_shards)
+    finally:
+        for p in (kl, tproc):
+            p.terminate()
+            p.wait()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--baseline-worker":
+        asyncio.run(baseline_worker(sys.argv[2], sys.argv[3], sys.argv[4]))
+    else:
+        main()
