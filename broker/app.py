@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import uuid
 from typing import Any
 
 import aiohttp
@@ -22,12 +23,16 @@ from aiohttp import web
 
 from broker import __version__, demo
 from broker.api import health, mappings
+from broker.api import invoke as invoke_api
 from broker.arns import function_arn, parse_arn, source_kind
+from broker.async_invoke.queue import AsyncQueue
+from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.clock import Clock, SystemClock
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.destinations.sender import DestinationSender
 from broker.embedded import EmbeddedAws, RedisServer
 from broker.errors import AwsError, BrokerError, StartupError
+from broker.invoking.aws_lambda import LambdaInvoker
 from broker.invoking.base import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
@@ -63,6 +68,8 @@ class App:
         self._redis: aioredis.Redis | None = None
         self._aws: AwsClients | None = None
         self._sender: DestinationSender | None = None
+        self.queues: dict[str, AsyncQueue] = {}
+        self._workers: list[AsyncWorker] = []
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -87,8 +94,10 @@ class App:
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=None))
             stack.push_async_callback(http.close)
-            self.functions = {name: self._build_function(name, fn, http)
+            self.functions = {name: await self._build_function(name, fn, http)
                               for name, fn in self.config.functions.items()}
+            self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
+            self.queues = {name: AsyncQueue(self._redis, name) for name in self.functions}
             if self.config.local:
                 await demo.create_resources(self._aws, self.config.local)
             for esm in self.config.event_source_mappings:
@@ -119,7 +128,7 @@ class App:
         log.info("embedded_aws_started", endpoint=server.url)
         return server.url
 
-    def _build_function(self, name: str, fn: FunctionConfig, http: aiohttp.ClientSession) -> Function:
+    async def _build_function(self, name: str, fn: FunctionConfig, http: aiohttp.ClientSession) -> Function:
         target = fn.Target
         invoker: Invoker
         if target.Url:
@@ -127,8 +136,9 @@ class App:
         elif target.Handler:
             invoker = PythonInvoker(load_handler(target.Handler))
         else:
-            raise StartupError(f"functions.{name}.Target.Lambda: Lambda targets are not "
-                               "implemented in this version; use Url or Handler")
+            assert target.Lambda is not None
+            assert self._aws is not None
+            invoker = LambdaInvoker(await self._aws.client("lambda", endpoint_url=target.EndpointUrl), target.Lambda)
         settings = self.config.broker
         return Function(name=name, arn=function_arn(settings.region, settings.account_id, name),
                         timeout=fn.Timeout, invoker=invoker, metrics=self.metrics,
@@ -194,8 +204,7 @@ class App:
             await service.shards()
         except AwsError as exc:
             raise StartupError(f"mapping {esm.UUID}: cannot use stream {esm.EventSourceArn}: {exc}") from exc
-        if self._sender is None:
-            self._sender = DestinationSender(self._aws)
+        assert self._sender is not None
         return StreamMapping(
             esm=esm, function=function, service=service,
             checkpoints=CheckpointStore(self._redis, esm.UUID), sender=self._sender,
@@ -213,6 +222,10 @@ class App:
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
                                        account=s.account_id))
+        invokables = {name: invoke_api.Invokable(fn, self.queues[name],
+                                                 self.config.functions[name].ReservedConcurrentExecutions)
+                      for name, fn in self.functions.items()}
+        app.add_routes(invoke_api.routes(invokables, self.metrics, region=s.region, account=s.account_id))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, s.api.host, s.api.port)
@@ -229,6 +242,7 @@ class App:
         drain = self.config.broker.drain_timeout_seconds
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(r.run(), name=f"mapping:{u}") for u, r in self.runners.items()]
+            tasks += [group.create_task(w.run(), name="async-worker") for w in self._build_workers()]
             background = [group.create_task(self._heartbeat(), name="heartbeat")]
             local = self.config.local
             if local and local.producer:
@@ -244,12 +258,39 @@ class App:
                 task.cancel()
             for runner in self.runners.values():
                 runner.stop()
+            for worker in self._workers:
+                worker.stop()
             if tasks:
                 _, pending = await asyncio.wait(tasks, timeout=drain)
                 for task in pending:
                     log.warning("drain_timeout", task=task.get_name(), drain_timeout_seconds=drain)
                     task.cancel()
         log.info("broker_stopped")
+
+    def _build_workers(self) -> list[AsyncWorker]:
+        assert self._sender is not None
+        s = self.config.broker
+        settings = AsyncSettings(retry_delays_seconds=tuple(s.async_retry_delays_seconds),
+                                 backoff_base_seconds=s.retry_backoff_base_seconds,
+                                 backoff_max_seconds=s.retry_backoff_max_seconds, concurrency=s.async_concurrency,
+                                 claim_idle_seconds=s.async_claim_idle_seconds)
+        self._workers = [AsyncWorker(function=fn, config=self.config.functions[name], queue=self.queues[name],
+                                     sender=self._sender, metrics=self.metrics, clock=self.clock, settings=settings,
+                                     consumer=self.replica_id)
+                         for name, fn in self.functions.items()]
+        return self._workers
+
+    async def _deliver_to_lambda(self, arn: str, event: str) -> None:
+        """A Lambda destination: this broker's own function gets the record on its async queue;
+        any other function is invoked asynchronously through the Lambda API."""
+        name = arn.split(":function:", 1)[-1].split(":", maxsplit=1)[0]
+        if name in self.queues and arn.split(":")[4] == self.config.broker.account_id:
+            await self.queues[name].enqueue(str(uuid.uuid4()), event)
+            self.metrics.async_events_received.labels(name).inc()
+            return
+        assert self._aws is not None
+        client = await self._aws.client("lambda")
+        await call(client.invoke, FunctionName=arn, InvocationType="Event", Payload=event.encode())
 
     async def _heartbeat(self) -> None:
         """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring)."""

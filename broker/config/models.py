@@ -50,6 +50,9 @@ class BrokerSettings(_Strict):
     dynamodb_poll_interval_seconds: Annotated[float, Field(gt=0)] = 0.25  # 4 per second, like Lambda
     kinesis_min_read_interval_seconds: Annotated[float, Field(ge=0)] = 0.2  # 5 GetRecords/s/shard
     stream_discovery_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    async_retry_delays_seconds: Annotated[list[float], Field(min_length=1)] = [60.0, 120.0]  # after errors 1, 2
+    async_concurrency: Annotated[int, Field(ge=1, le=1000)] = 32  # per function and replica
+    async_claim_idle_seconds: Annotated[float, Field(gt=0)] = 60.0  # + Timeout: a dead worker's event is retaken
 
 
 # --------------------------------------------------------------------------- functions
@@ -60,13 +63,16 @@ class TargetSpec(_Strict):
 
     Url: str | None = None
     Handler: Annotated[str | None, Field(pattern=r"^[\w.]+:[\w.]+$")] = None
-    Lambda: str | None = None
+    Lambda: Annotated[str | None, Field(pattern=r"^arn:aws[\w-]*:lambda:[\w-]*:\d*:function:[\w-]+(:[\w$-]+)?$")] = None
+    EndpointUrl: str | None = None  # with Lambda: any Lambda-compatible endpoint (another broker); default AWS
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TargetSpec:
         given = [k for k in ("Url", "Handler", "Lambda") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of Url, Handler, Lambda")
+        if self.EndpointUrl and not self.Lambda:
+            raise ValueError("EndpointUrl goes with Lambda")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -55,3 +56,32 @@ def s3_failure_key(mapping_uuid: str, shard_id: str, timestamp: float) -> str:
     t = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     return (f"aws/lambda/{mapping_uuid}/{shard_id}/{t:%Y/%m/%d}/"
             f"{t:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}")
+
+
+def _json_or_text(raw: str | bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def async_record(*, request_id: str, function_arn: str, condition: str, invoke_count: int, timestamp: float,
+                 request_payload: str, last: dict[str, Any] | None) -> dict[str, Any]:
+    """The destination record of an asynchronous invocation (spec §5.4). ``last`` is the last run
+    (``functionError``, ``payload``, ``status``) or None when the function never ran."""
+    doc: dict[str, Any] = {
+        "version": "1.0",
+        "timestamp": iso_ms(timestamp),
+        "requestContext": {"requestId": request_id, "functionArn": f"{function_arn}:$LATEST",
+                           "condition": condition, "approximateInvokeCount": invoke_count},
+        "requestPayload": _json_or_text(request_payload),
+    }
+    if last is not None:
+        context: dict[str, Any] = {"statusCode": last.get("status", 200), "executedVersion": "$LATEST"}
+        if last.get("functionError"):
+            context["functionError"] = last["functionError"]
+        doc["responseContext"] = context
+        doc["responsePayload"] = _json_or_text(last.get("payload"))
+    return doc

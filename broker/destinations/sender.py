@@ -6,16 +6,20 @@ Errors are ``errors.py`` errors (translated in ``sources/aws.py``); callers retr
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.arns import parse_arn
 from broker.errors import AwsError
 from broker.sources.aws import AwsClients, call
 
+LambdaDelivery = Callable[[str, str], Awaitable[None]]  # (function ARN, event JSON): invoke asynchronously
+
 
 class DestinationSender:
-    def __init__(self, clients: AwsClients) -> None:
+    def __init__(self, clients: AwsClients, lambda_delivery: LambdaDelivery | None = None) -> None:
         self._clients = clients
+        self._lambda_delivery = lambda_delivery
         self._queue_urls: dict[str, str] = {}
 
     async def deliver(self, arn: str, document: dict[str, Any], *, s3_key: str | None = None,
@@ -44,6 +48,8 @@ class DestinationSender:
                 "EventBusName": arn, "Resources": []}])
             if response.get("FailedEntryCount"):
                 raise AwsError("PutEventsFailed", json.dumps(response.get("Entries", [])))
+        elif parsed.service == "lambda" and self._lambda_delivery is not None:
+            await self._lambda_delivery(arn, text)
         else:
             raise AwsError("InvalidDestination", f"unsupported destination {arn}")
 

@@ -43,6 +43,7 @@ class Metrics:
         self.async_event_age = Histogram("broker_async_event_age_seconds", "Time from queueing to invocation.", _FN, buckets=_DURATION_BUCKETS, registry=r)
         self.async_events_dropped = Counter("broker_async_events_dropped", "Async events dropped without a successful run, by reason.", (*_FN, "reason"), registry=r)
         self.destination_delivery_failures = Counter("broker_destination_delivery_failures", "Failed attempts to write to a destination.", _FN, registry=r)
+        self.async_queue_depth = Gauge("broker_async_queue_depth", "Async events queued or waiting for a retry, per function.", _FN, registry=r)
         self.dead_letter_errors = Counter("broker_dead_letter_errors", "Failed attempts to write to the DLQ.", _FN, registry=r)
         # Process
         self.config_reload_failures = Counter("broker_config_reload_failures", "Config reloads refused as invalid.", registry=r)

@@ -89,17 +89,19 @@ class AwsClients:
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str, Any] = {}
 
-    async def client(self, service: str) -> Any:
-        if service not in self._clients:
+    async def client(self, service: str, endpoint_url: str | None = None) -> Any:
+        """The client of ``service``, at the broker's endpoint unless ``endpoint_url`` names another."""
+        endpoint = endpoint_url or self._endpoint_url
+        key = f"{service}@{endpoint}"
+        if key not in self._clients:
             kwargs: dict[str, Any] = {}
-            if self._endpoint_url and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            if endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
                 # An emulator needs credentials of some kind, never real ones.
                 kwargs = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-            self._clients[service] = await self._stack.enter_async_context(
-                self._session.create_client(service, region_name=self._region,
-                                            endpoint_url=self._endpoint_url, config=self._config,
-                                            **kwargs))
-        return self._clients[service]
+            self._clients[key] = await self._stack.enter_async_context(
+                self._session.create_client(service, region_name=self._region, endpoint_url=endpoint,
+                                            config=self._config, **kwargs))
+        return self._clients[key]
 
     async def aclose(self) -> None:
         self._clients.clear()

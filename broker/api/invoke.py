@@ -1,0 +1,116 @@
+"""Lambda's Invoke (spec §5.1): ``POST /2015-03-31/functions/{FunctionName}/invocations``.
+
+RequestResponse runs the target and answers 200 with its result (and ``X-Amz-Function-Error`` on a
+function error); Event answers 202 once the event is in Redis; DryRun answers 204. Errors use
+Lambda's codes and ``{"Type", "message"}`` bodies, so the AWS SDKs' Lambda client works unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.api.errors import aws_error
+from broker.async_invoke.queue import AsyncQueue
+from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
+from broker.invoking.base import Function
+from broker.observability.metrics import Metrics
+
+SYNC_LIMIT = 6 * 1024 * 1024
+ASYNC_LIMIT = 1024 * 1024
+_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+@dataclass(frozen=True)
+class Invokable:
+    function: Function
+    queue: AsyncQueue
+    reserved: int | None
+
+
+def resolve_name(raw: str, account: str) -> tuple[str, str | None]:
+    """Name, ``name:qualifier``, full or partial ARN → (name, qualifier)."""
+    parts = raw.split(":")
+    if raw.startswith("arn:") and len(parts) >= 7:
+        return parts[6], parts[7] if len(parts) > 7 else None
+    if len(parts) >= 3 and parts[1] == "function":  # partial ARN: account:function:name[:qualifier]
+        return parts[2], parts[3] if len(parts) > 3 else None
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return raw, None
+
+
+def _parse(request_kind: str, body: bytes) -> str | web.Response:
+    """The event JSON text, or Lambda's error response for a bad request."""
+    if request_kind not in _TYPES:
+        return aws_error(400, "InvalidParameterValueException",
+                         f"1 validation error detected: Value '{request_kind}' at 'invocationType' failed to "
+                         f"satisfy constraint: Member must satisfy enum value set: [{', '.join(_TYPES)}]")
+    limit = ASYNC_LIMIT if request_kind == "Event" else SYNC_LIMIT
+    if len(body) > limit:
+        return aws_error(413, "RequestTooLargeException",
+                         f"Request must be smaller than {limit} bytes for the InvokeFunction operation")
+    text = body.decode("utf-8", "replace") if body.strip() else "{}"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return aws_error(400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}")
+    return text
+
+
+async def _run_sync(target: Invokable, text: str, request_id: str, metrics: Metrics,
+                    log_type: str | None) -> web.Response:
+    name = target.function.name
+    if target.reserved == 0:
+        metrics.throttles.labels(name, "ReservedFunctionConcurrentInvocationLimitExceeded").inc()
+        return _throttled("ReservedFunctionConcurrentInvocationLimitExceeded", None)
+    try:
+        result = await target.function.invoke(text.encode(), request_id=request_id)
+    except TargetThrottled as exc:
+        return _throttled("ConcurrentInvocationLimitExceeded", exc.retry_after)
+    except TargetUnreachable as exc:
+        return aws_error(502, "ServiceException", f"The function's target could not be reached: {exc}",
+                         error_type="Service")
+    headers = {"X-Amz-Executed-Version": "$LATEST", "X-Amzn-RequestId": request_id}
+    if result.function_error:
+        headers["X-Amz-Function-Error"] = result.function_error
+    if log_type == "Tail":
+        headers["X-Amz-Log-Result"] = base64.b64encode(b"").decode()  # the broker keeps no function logs
+    return web.Response(status=200, body=result.payload, headers=headers, content_type="application/json")
+
+
+def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str, account: str) -> list[web.RouteDef]:
+    async def invoke(request: web.Request) -> web.StreamResponse:
+        name, qualifier = resolve_name(request.match_info["name"], account)
+        qualifier = request.query.get("Qualifier", qualifier)
+        target = functions.get(name)
+        if target is None or qualifier not in (None, "$LATEST"):
+            arn = f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+            return aws_error(404, "ResourceNotFoundException", f"Function not found: {arn}")
+        kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        text = _parse(kind, await request.read())
+        if isinstance(text, web.Response):
+            return text
+        if kind == "DryRun":
+            return web.Response(status=204)
+        request_id = str(uuid.uuid4())
+        if kind == "RequestResponse":
+            return await _run_sync(target, text, request_id, metrics, request.headers.get("X-Amz-Log-Type"))
+        try:
+            await target.queue.enqueue(request_id, text)
+        except BrokerError as exc:
+            return aws_error(500, "ServiceException", f"The event could not be queued: {exc}", error_type="Service")
+        metrics.async_events_received.labels(name).inc()
+        return web.Response(status=202, headers={"X-Amzn-RequestId": request_id})
+
+    return [web.post("/2015-03-31/functions/{name}/invocations", invoke)]
+
+
+def _throttled(reason: str, retry_after: float | None) -> web.Response:
+    headers = {"Retry-After": str(int(retry_after))} if retry_after else None
+    return aws_error(429, "TooManyRequestsException", "Rate Exceeded.", extra={"Reason": reason}, headers=headers)

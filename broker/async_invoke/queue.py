@@ -1,0 +1,133 @@
+"""The durable async event queue: one Redis Stream per function with a consumer group, plus a
+delayed set for retries (DESIGN §7).
+
+    {broker:fn:<name>}:events    stream; entry field ``e`` = the event document (JSON)
+    {broker:fn:<name>}:delayed   zset of event documents scored by due time (Unix ms, Redis TIME)
+
+``enqueue`` returns only after XADD did, so an accepted (202) event is in Redis; with AOF it
+survives a Redis restart too (up to ``appendfsync everysec``). A worker that dies leaves its entries
+pending in the group: they are claimed again (XAUTOCLAIM) once idle past the claim timeout, and a
+restarted replica re-reads its own pending entries first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from broker.errors import StateStoreError
+
+GROUP = "workers"
+
+
+def _script(name: str) -> str:
+    return resources.files("broker.async_invoke").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+@dataclass
+class AsyncEvent:
+    """One accepted event and what has happened to it so far."""
+
+    request_id: str
+    payload: str  # the original event JSON text
+    enqueued_ms: int = 0  # Redis time of the first enqueue
+    attempts: int = 0  # function errors so far
+    invokes: int = 0  # times the function ran
+    throttles: int = 0  # throttles and system errors so far (backoff exponent)
+    last: dict[str, Any] | None = None  # last run: {"functionError", "payload", "status"}
+    outcome: str | None = None  # set once decided: a condition whose delivery is still owed
+    entry_id: str = field(default="", compare=False)
+
+    def document(self) -> str:
+        return json.dumps({"id": self.request_id, "payload": self.payload, "enqueued_ms": self.enqueued_ms,
+                           "attempts": self.attempts, "invokes": self.invokes, "throttles": self.throttles,
+                           "last": self.last, "outcome": self.outcome})
+
+    @classmethod
+    def parse(cls, entry_id: str, doc: str | bytes) -> AsyncEvent:
+        d = json.loads(doc)
+        enqueued = d.get("enqueued_ms") or int(entry_id.split("-", maxsplit=1)[0])
+        return cls(d["id"], d["payload"], enqueued, d.get("attempts", 0), d.get("invokes", 0),
+                   d.get("throttles", 0), d.get("last"), d.get("outcome"), entry_id)
+
+
+class AsyncQueue:
+    """The queue of one function."""
+
+    def __init__(self, redis: Any, function: str) -> None:
+        self._redis = redis
+        tag = f"{{broker:fn:{function}}}"
+        self.stream = f"{tag}:events"
+        self.delayed = f"{tag}:delayed"
+        self._schedule = redis.register_script(_script("schedule.lua"))
+        self._promote = redis.register_script(_script("promote.lua"))
+        self._finish = redis.register_script(_script("finish.lua"))
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise StateStoreError(f"redis: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    async def enqueue(self, request_id: str, payload: str) -> str:
+        """Durably accept an event; returns its stream entry id."""
+        try:
+            entry = await self._redis.xadd(self.stream, {"e": AsyncEvent(request_id, payload).document()})
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def read(self, consumer: str, count: int, block_ms: int, *, pending: bool = False) -> list[AsyncEvent]:
+        """New entries for ``consumer`` (or, with ``pending``, its own unacknowledged ones)."""
+        try:
+            reply = await self._redis.xreadgroup(GROUP, consumer, {self.stream: "0" if pending else ">"},
+                                                 count=count, block=None if pending else block_ms)
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+        return [self._event(eid, fields) for _, entries in (reply or []) for eid, fields in entries if fields]
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[AsyncEvent]:
+        """Entries a dead worker left pending for longer than ``min_idle_ms``."""
+        try:
+            reply = await self._redis.xautoclaim(self.stream, GROUP, consumer, min_idle_ms, "0-0", count=count)
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+        return [self._event(eid, fields) for eid, fields in reply[1] if fields]
+
+    async def retry_later(self, event: AsyncEvent, delay_seconds: float) -> None:
+        try:
+            await self._schedule(keys=[self.stream, self.delayed],
+                                 args=[GROUP, event.entry_id, event.document(), int(delay_seconds * 1000)])
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    async def promote_due(self, limit: int = 100) -> int:
+        try:
+            return int(await self._promote(keys=[self.stream, self.delayed], args=[limit]))
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    async def finish(self, event: AsyncEvent) -> None:
+        try:
+            await self._finish(keys=[self.stream], args=[GROUP, event.entry_id])
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    async def depth(self) -> int:
+        """Events waiting: in the stream (new or in flight) plus delayed retries."""
+        try:
+            return int(await self._redis.xlen(self.stream)) + int(await self._redis.zcard(self.delayed))
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    @staticmethod
+    def _event(entry_id: Any, fields: dict[Any, Any]) -> AsyncEvent:
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return AsyncEvent.parse(eid, fields[b"e"] if b"e" in fields else fields["e"])

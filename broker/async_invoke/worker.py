@@ -1,0 +1,225 @@
+"""Drains one function's async queue with Lambda's rules (spec §5.2, §5.4, §5.5).
+
+Per event:
+    ReservedConcurrentExecutions 0 ─► ZeroReservedConcurrency (no attempt)
+    older than MaximumEventAgeInSeconds ─► EventAgeExceeded
+    invoke (same request id every time) ─┬─ success ─► OnSuccess destination
+                                         ├─ function error ─► retry after 60 s, then 120 s (settings),
+                                         │     up to MaximumRetryAttempts, then RetriesExhausted
+                                         └─ throttle / system error ─► retry with backoff 1 s..5 min,
+                                               spending no attempt
+A retry whose time would come after MaximumEventAgeInSeconds is not waited for: the event is given
+up as EventAgeExceeded at once (Lambda's look-ahead). Given-up events go to the DLQ (original event,
+RequestID/ErrorCode/ErrorMessage attributes) and the OnFailure destination. A delivery that fails is
+retried later from Redis (the event stays queued, marked with its outcome), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass
+
+import structlog
+
+from broker.async_invoke.queue import AsyncEvent, AsyncQueue
+from broker.batching.policies import backoff_delay
+from broker.clock import Clock
+from broker.config.models import FunctionConfig
+from broker.destinations.records import async_record
+from broker.destinations.sender import DestinationSender
+from broker.errors import BrokerError, InvokeError
+from broker.invoking.base import Function
+from broker.observability.metrics import Metrics
+
+log = structlog.get_logger("broker.async")
+
+
+@dataclass(frozen=True)
+class AsyncSettings:
+    retry_delays_seconds: tuple[float, ...] = (60.0, 120.0)
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    concurrency: int = 32
+    poll_block_ms: int = 1000
+    claim_idle_seconds: float = 60.0  # added to the function timeout
+
+
+class AsyncWorker:
+    def __init__(self, *, function: Function, config: FunctionConfig, queue: AsyncQueue,
+                 sender: DestinationSender, metrics: Metrics, clock: Clock, settings: AsyncSettings,
+                 consumer: str | None = None) -> None:
+        self._function = function
+        self._config = config
+        self._queue = queue
+        self._sender = sender
+        self._clock = clock
+        self._settings = settings
+        self._consumer = consumer or socket.gethostname()
+        self._stop = asyncio.Event()
+        reserved = config.ReservedConcurrentExecutions
+        self._slots = asyncio.Semaphore(max(1, min(settings.concurrency, reserved or settings.concurrency)))
+        self._metrics = metrics
+        name = function.name
+        self._m_age = metrics.async_event_age.labels(name)
+        self._m_dropped = metrics.async_events_dropped
+        self._m_destination_failures = metrics.destination_delivery_failures.labels(name)
+        self._m_dlq_errors = metrics.dead_letter_errors.labels(name)
+        self._m_depth = metrics.async_queue_depth.labels(name)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        structlog.contextvars.bind_contextvars(function=self._function.name)
+        await self._queue.ensure_group()
+        claim_ms = int((self._function.timeout + self._settings.claim_idle_seconds) * 1000)
+        async with asyncio.TaskGroup() as group:
+            backlog = await self._queue.read(self._consumer, 1000, 0, pending=True)  # ours, from before a crash
+            for event in backlog:
+                await self._start(group, event)
+            rounds = 0
+            while not self._stop.is_set():
+                try:
+                    await self._queue.promote_due()
+                    if rounds % 10 == 0:
+                        for event in await self._queue.reclaim(self._consumer, claim_ms, 100):
+                            await self._start(group, event)
+                        self._m_depth.set(await self._queue.depth())
+                    rounds += 1
+                    free = self._slots._value
+                    if free == 0:
+                        await self._wait_for_slot()
+                        continue
+                    for event in await self._queue.read(self._consumer, free, self._settings.poll_block_ms):
+                        await self._start(group, event)
+                except BrokerError as exc:
+                    log.warning("async_queue_unavailable", error=str(exc))
+                    await self._clock.sleep(1.0)
+
+    async def _wait_for_slot(self) -> None:
+        await self._slots.acquire()
+        self._slots.release()
+
+    async def _start(self, group: asyncio.TaskGroup, event: AsyncEvent) -> None:
+        await self._slots.acquire()
+        group.create_task(self._guarded(event))
+
+    async def _guarded(self, event: AsyncEvent) -> None:
+        try:
+            await self._handle(event)
+        except BrokerError as exc:  # Redis hiccup: the entry stays pending and is claimed again
+            log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
+        finally:
+            self._slots.release()
+
+    # ------------------------------------------------------------------ one event
+
+    def _age(self, event: AsyncEvent) -> float:
+        return self._clock.time() - event.enqueued_ms / 1000
+
+    async def _handle(self, event: AsyncEvent) -> None:
+        cfg = self._config.EventInvokeConfig
+        if event.outcome:  # decided earlier; only the delivery is owed
+            await self._conclude(event, event.outcome)
+            return
+        if self._config.ReservedConcurrentExecutions == 0:
+            await self._conclude(event, "ZeroReservedConcurrency")
+            return
+        if self._age(event) > cfg.MaximumEventAgeInSeconds:
+            await self._conclude(event, "EventAgeExceeded")
+            return
+        self._m_age.observe(self._age(event))
+        try:
+            result = await self._function.invoke(event.payload.encode(), request_id=event.request_id)
+        except InvokeError as exc:
+            delay = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
+                                  cap=self._settings.backoff_max_seconds, retry_after=exc.retry_after)
+            event.throttles += 1
+            await self._retry_or_expire(event, delay, reason=type(exc).__name__)
+            return
+        event.invokes += 1
+        event.last = {"status": 200, "functionError": result.function_error,
+                      "payload": result.payload.decode("utf-8", "replace")}
+        if result.ok:
+            await self._conclude(event, "Success")
+            return
+        event.attempts += 1
+        if event.attempts > cfg.MaximumRetryAttempts:
+            await self._conclude(event, "RetriesExhausted")
+            return
+        delays = self._settings.retry_delays_seconds
+        await self._retry_or_expire(event, delays[min(event.attempts - 1, len(delays) - 1)], reason="FunctionError")
+
+    async def _retry_or_expire(self, event: AsyncEvent, delay: float, *, reason: str) -> None:
+        if self._age(event) + delay > self._config.EventInvokeConfig.MaximumEventAgeInSeconds:
+            await self._conclude(event, "EventAgeExceeded")
+            return
+        log.info("async_retry_scheduled", request_id=event.request_id, delay_seconds=round(delay, 3), reason=reason,
+                 attempts=event.attempts)
+        await self._queue.retry_later(event, delay)
+
+    async def _conclude(self, event: AsyncEvent, condition: str) -> None:
+        """Deliver the outcome; if a delivery fails, keep the event queued with its outcome and retry later."""
+        event.outcome = condition
+        delivered = await self._deliver(event, condition)
+        if not delivered:
+            event.throttles += 1
+            delay = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
+                                  cap=self._settings.backoff_max_seconds)
+            await self._queue.retry_later(event, delay)
+            return
+        if condition != "Success":
+            self._m_dropped.labels(self._function.name, condition).inc()
+        log.info("async_event_done", request_id=event.request_id, condition=condition, invokes=event.invokes)
+        await self._queue.finish(event)
+
+    async def _deliver(self, event: AsyncEvent, condition: str) -> bool:
+        dest = self._config.EventInvokeConfig.DestinationConfig
+        target = (dest.OnSuccess if condition == "Success" else dest.OnFailure) if dest else None
+        ok = True
+        if condition != "Success" and self._config.DeadLetterConfig and self._config.DeadLetterConfig.TargetArn:
+            ok = await self._send_to_dlq(event, self._config.DeadLetterConfig.TargetArn) and ok
+        if target and target.Destination:
+            record = async_record(request_id=event.request_id, function_arn=self._function.arn, condition=condition,
+                                  invoke_count=event.invokes, timestamp=self._clock.time(),
+                                  request_payload=event.payload,
+                                  last=None if condition == "ZeroReservedConcurrency" else event.last)
+            kind = "Success" if condition == "Success" else "Failure"
+            try:
+                await self._sender.deliver(target.Destination, record,
+                                           detail_type=f"Lambda Function Invocation Result - {kind}",
+                                           s3_key=f"aws/lambda/async/{self._function.name}/{event.request_id}.json")
+                log.info("sent_to_destination", destination=target.Destination, condition=condition,
+                         request_id=event.request_id)
+            except BrokerError as exc:
+                self._m_destination_failures.inc()
+                log.warning("destination_delivery_failed", destination=target.Destination, error=str(exc))
+                ok = False
+        return ok
+
+    async def _send_to_dlq(self, event: AsyncEvent, arn: str) -> bool:
+        last = event.last or {}
+        message = ""
+        if last.get("payload"):
+            try:
+                body = json.loads(last["payload"])
+                message = str(body.get("errorMessage", "")) if isinstance(body, dict) else str(body)
+            except ValueError:
+                message = str(last["payload"])
+        attributes = {
+            "RequestID": {"DataType": "String", "StringValue": event.request_id},
+            "ErrorCode": {"DataType": "Number", "StringValue": str(last.get("status", 200))},
+            "ErrorMessage": {"DataType": "String", "StringValue": (message or "Event was not processed")[:1024]},
+        }
+        try:
+            await self._sender.deliver(arn, {}, body=event.payload, attributes=attributes)
+        except BrokerError as exc:
+            self._m_dlq_errors.inc()
+            log.warning("dead_letter_failed", destination=arn, error=str(exc))
+            return False
+        log.info("sent_to_dlq", destination=arn, request_id=event.request_id)
+        return True
+
+
