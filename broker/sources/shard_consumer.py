@@ -145,6 +145,7 @@ class ShardConsumer:
         self._on_result = on_result
         self._stop = asyncio.Event()
         self._tracker = CheckpointTracker()
+        self._checkpoint_lock = asyncio.Lock()
         self._lanes = [_Lane() for _ in range(spec.parallelization)]
         self._buffered = 0
         # Prefetch bound: room for two batches per lane and for a read large enough that 5 reads a
@@ -468,11 +469,15 @@ class ShardConsumer:
         await self._write_checkpoint()
 
     async def _write_checkpoint(self) -> None:
-        mark = self._tracker.watermark
-        if mark is None:
-            return
-        value = str(mark)
-        if value != self._checkpointed:
+        # One writer at a time, reading the mark inside the lock: the reader and the lanes both
+        # write, and a slower write of an older mark must never land after a newer one.
+        async with self._checkpoint_lock:
+            mark = self._tracker.watermark
+            if mark is None:
+                return
+            value = str(mark)
+            if value == self._checkpointed:
+                return
             try:
                 await self._checkpoints.put(self.shard.shard_id, value)
             except BrokerError as exc:  # kept in memory; the next write carries it
