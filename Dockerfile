@@ -22,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BROKER_DATA_DIR=/data
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels broker \
+    pip install --no-cache-dir --no-index --find-links /wheels "broker==${VERSION}" \
  && groupadd --system --gid 10001 broker \
  && useradd --system --uid 10001 --gid broker --home-dir /nonexistent --shell /usr/sbin/nologin broker \
  && mkdir -p /data /config \

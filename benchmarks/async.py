@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sqs import free_port, wait_port  # noqa: E402
-from streams import target_stats  # noqa: E402
+from sqs import free_port, wait_port
+from streams import target_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,8 @@ import contextlib
 import json
 import socket
 import uuid
+from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,6 +31,7 @@ from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.clock import Clock, SystemClock
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
+from broker.config.watch import ConfigWatcher
 from broker.destinations.sender import DestinationSender
 from broker.embedded import EmbeddedAws, RedisServer
 from broker.errors import AwsError, BrokerError, StartupError
@@ -52,9 +55,10 @@ log = structlog.get_logger("broker.app")
 
 
 class App:
-    def __init__(self, config: Config, *, clock: Clock | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None, metrics: Metrics | None = None,
+                 config_path: str | Path | None = None) -> None:
         self.config = config
+        self.config_path = Path(config_path) if config_path else None
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.replica_id = config.broker.replica_id or socket.gethostname()
@@ -69,7 +73,11 @@ class App:
         self._aws: AwsClients | None = None
         self._sender: DestinationSender | None = None
         self.queues: dict[str, AsyncQueue] = {}
-        self._workers: list[AsyncWorker] = []
+        self.invokables: dict[str, invoke_api.Invokable] = {}
+        self._workers: dict[str, AsyncWorker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # "mapping:<uuid>" / "worker:<name>" -> task
+        self._group: asyncio.TaskGroup | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -94,10 +102,10 @@ class App:
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=None))
             stack.push_async_callback(http.close)
-            self.functions = {name: await self._build_function(name, fn, http)
-                              for name, fn in self.config.functions.items()}
+            self._http = http
             self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
-            self.queues = {name: AsyncQueue(self._redis, name) for name in self.functions}
+            for name, fn in self.config.functions.items():
+                await self._add_function(name, fn)
             if self.config.local:
                 await demo.create_resources(self._aws, self.config.local)
             for esm in self.config.event_source_mappings:
@@ -222,10 +230,7 @@ class App:
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
                                        account=s.account_id))
-        invokables = {name: invoke_api.Invokable(fn, self.queues[name],
-                                                 self.config.functions[name].ReservedConcurrentExecutions)
-                      for name, fn in self.functions.items()}
-        app.add_routes(invoke_api.routes(invokables, self.metrics, region=s.region, account=s.account_id))
+        app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, s.api.host, s.api.port)
@@ -241,9 +246,16 @@ class App:
     async def _serve(self) -> None:
         drain = self.config.broker.drain_timeout_seconds
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(r.run(), name=f"mapping:{u}") for u, r in self.runners.items()]
-            tasks += [group.create_task(w.run(), name="async-worker") for w in self._build_workers()]
+            self._group = group
+            for uuid_, runner in self.runners.items():
+                self._spawn(f"mapping:{uuid_}", runner.run())
+            for name in self.functions:
+                self._start_worker(name)
             background = [group.create_task(self._heartbeat(), name="heartbeat")]
+            if self.config_path is not None:
+                watcher = ConfigWatcher(self.config_path, self.clock, self.config.broker.config_reload_interval_seconds,
+                                        on_failure=self.metrics.config_reload_failures.inc)
+                background.append(group.create_task(watcher.run(self._reload), name="config-watcher"))
             local = self.config.local
             if local and local.producer:
                 assert self._aws is not None
@@ -258,8 +270,9 @@ class App:
                 task.cancel()
             for runner in self.runners.values():
                 runner.stop()
-            for worker in self._workers:
+            for worker in self._workers.values():
                 worker.stop()
+            tasks = list(self._tasks.values())
             if tasks:
                 _, pending = await asyncio.wait(tasks, timeout=drain)
                 for task in pending:
@@ -267,18 +280,87 @@ class App:
                     task.cancel()
         log.info("broker_stopped")
 
-    def _build_workers(self) -> list[AsyncWorker]:
+    def _spawn(self, key: str, work: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(work, name=key)
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
+
+    async def _add_function(self, name: str, fn: FunctionConfig) -> None:
+        assert self._http is not None
+        assert self._redis is not None
+        self.functions[name] = await self._build_function(name, fn, self._http)
+        self.queues[name] = AsyncQueue(self._redis, name)
+        self.invokables[name] = invoke_api.Invokable(self.functions[name], self.queues[name],
+                                                     fn.ReservedConcurrentExecutions)
+
+    def _start_worker(self, name: str) -> None:
         assert self._sender is not None
         s = self.config.broker
         settings = AsyncSettings(retry_delays_seconds=tuple(s.async_retry_delays_seconds),
                                  backoff_base_seconds=s.retry_backoff_base_seconds,
                                  backoff_max_seconds=s.retry_backoff_max_seconds, concurrency=s.async_concurrency,
                                  claim_idle_seconds=s.async_claim_idle_seconds)
-        self._workers = [AsyncWorker(function=fn, config=self.config.functions[name], queue=self.queues[name],
-                                     sender=self._sender, metrics=self.metrics, clock=self.clock, settings=settings,
-                                     consumer=self.replica_id)
-                         for name, fn in self.functions.items()]
-        return self._workers
+        worker = AsyncWorker(function=self.functions[name], config=self.config.functions[name],
+                             queue=self.queues[name], sender=self._sender, metrics=self.metrics, clock=self.clock,
+                             settings=settings, consumer=self.replica_id)
+        self._workers[name] = worker
+        self._spawn(f"worker:{name}", worker.run())
+
+    # ------------------------------------------------------------------ live reload
+
+    async def _reload(self, new: Config) -> None:
+        """Apply a changed, valid config file: functions and mappings added, removed, changed,
+        enabled or disabled; streams resume from their checkpoints. Broker settings need a restart."""
+        old = self.config
+        changed_settings = sorted(k for k, v in new.broker.model_dump().items() if old.broker.model_dump()[k] != v)
+        if changed_settings:
+            log.warning("config_reload_restart_required", settings=changed_settings)
+        new.broker = old.broker
+        changed_functions = {n for n in set(old.functions) | set(new.functions)
+                             if old.functions.get(n) != new.functions.get(n)}
+        old_maps = {m.UUID: m for m in old.event_source_mappings}
+        new_maps = {m.UUID: m for m in new.event_source_mappings}
+        stop = [u for u, m in old_maps.items() if u not in new_maps or m.FunctionName in changed_functions
+                or _without_enabled(m) != _without_enabled(new_maps[u])]
+        await self._stop_tasks([f"mapping:{u}" for u in stop] + [f"worker:{n}" for n in changed_functions])
+        for u in stop:
+            self.runners.pop(u or "", None)
+            self.kinds.pop(u or "", None)
+        self.config = new
+        for name in changed_functions:
+            for table in (self.functions, self.queues, self.invokables, self._workers):
+                table.pop(name, None)
+            if name in new.functions:
+                await self._add_function(name, new.functions[name])
+                self._start_worker(name)
+        for u, esm in new_maps.items():
+            if u in self.runners:
+                self.runners[u].set_enabled(esm.Enabled)
+                continue
+            try:
+                await self._add_mapping(esm)
+            except BrokerError as exc:
+                log.error("mapping_not_started", mapping=u, error=str(exc))
+                continue
+            self._spawn(f"mapping:{u}", self.runners[u or ""].run())
+        log.info("config_reloaded", mappings=len(self.runners), functions=len(self.functions),
+                 restarted_mappings=len(stop), changed_functions=sorted(changed_functions))
+
+    async def _stop_tasks(self, keys: list[str]) -> None:
+        tasks = []
+        for key in keys:
+            kind, _, ident = key.partition(":")
+            component: MappingRunner | AsyncWorker | None = (
+                self.runners.get(ident) if kind == "mapping" else self._workers.get(ident))
+            if component is not None:
+                component.stop()
+            if key in self._tasks:
+                tasks.append(self._tasks[key])
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.broker.drain_timeout_seconds)
+            for task in pending:
+                task.cancel()
 
     async def _deliver_to_lambda(self, arn: str, event: str) -> None:
         """A Lambda destination: this broker's own function gets the record on its async queue;
@@ -333,6 +415,10 @@ class App:
         except (BrokerError, TimeoutError) as exc:
             return [f"aws: {exc}"]
         return []
+
+
+def _without_enabled(esm: EventSourceMapping) -> dict[str, Any]:
+    return esm.model_dump(exclude={"Enabled"})
 
 
 def describe_config(config: Config) -> dict[str, Any]:

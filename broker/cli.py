@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok: {summary['functions']} function(s), "
               f"{summary['mappings']} mapping(s)" + (f" ({by_source})" if by_source else ""))
         return 0
-    return _run(config)
+    return _run(config, args.config)
 
 
-def _run(config: object) -> int:
+def _run(config: object, path: str) -> int:
     from broker.app import App  # noqa: PLC0415
     from broker.config.models import Config  # noqa: PLC0415
     from broker.observability.logging import configure_logging, get_logger  # noqa: PLC0415
@@ -58,7 +58,7 @@ def _run(config: object) -> int:
     log = get_logger("broker.cli")
 
     async def serve() -> None:
-        app = App(config)
+        app = App(config, config_path=path)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, app.request_stop)

@@ -73,6 +73,7 @@ def broker_settings(redis_server: RedisServer, moto_server: MotoServer | Kinesal
         "retry_backoff_base_seconds": 0.05,
         "retry_backoff_max_seconds": 0.5,
         "heartbeat_interval_seconds": 1,
+        "config_reload_interval_seconds": 0.2,
         "log_format": "json",
         **overrides,
     }
@@ -99,8 +100,8 @@ class BrokerRunner:
     @contextlib.asynccontextmanager
     async def run(self, functions: dict[str, Any], mappings: list[dict[str, Any]], clock: Any = None,
                   **settings: Any) -> AsyncIterator[App]:
-        config = load_config(self.write_config(functions, mappings, **settings), env={})
-        app = App(config, metrics=Metrics(), clock=clock)
+        path = self.write_config(functions, mappings, **settings)
+        app = App(load_config(path, env={}), metrics=Metrics(), clock=clock, config_path=path)
         task = asyncio.create_task(app.run())
         started = asyncio.create_task(app.started.wait())
         done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
