@@ -30,6 +30,7 @@ from broker.arns import function_arn, parse_arn, source_kind
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.clock import Clock, SystemClock
+from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
 from broker.destinations.sender import DestinationSender
@@ -78,6 +79,7 @@ class App:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # "mapping:<uuid>" / "worker:<name>" -> task
         self._group: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._permits: Permits | None = None
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -96,6 +98,8 @@ class App:
             self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
                 redis_url, max_connections=64, timeout=10))
             stack.push_async_callback(self._redis.aclose)
+            self._permits = Permits(self._redis, self._pool, clock=self.clock, replica=self.replica_id,
+                                    ttl_seconds=settings.permit_ttl_seconds)
             self._aws = AwsClients(region=settings.region, endpoint_url=endpoint,
                                    max_pool_connections=min(settings.sqs_max_pollers + 50, 1000))
             stack.push_async_callback(self._aws.aclose)
@@ -150,7 +154,28 @@ class App:
         settings = self.config.broker
         return Function(name=name, arn=function_arn(settings.region, settings.account_id, name),
                         timeout=fn.Timeout, invoker=invoker, metrics=self.metrics,
-                        clock=self.clock, reserved_concurrency=fn.ReservedConcurrentExecutions)
+                        clock=self.clock, reserved_concurrency=fn.ReservedConcurrentExecutions,
+                        permits=self._permits)
+
+    def _pool(self, name: str) -> Pool:
+        """The permit pool of ``name`` under the current config (so a reload applies at once)."""
+        functions = self.config.functions
+        reserved = functions[name].ReservedConcurrentExecutions if name in functions else None
+        if reserved is not None:
+            return Pool(f"{{broker:fn:{name}}}:permits", reserved, RESERVED_REASON)
+        unreserved = self.config.broker.account_concurrency - sum(
+            f.ReservedConcurrentExecutions or 0 for f in functions.values())
+        return Pool(ACCOUNT_POOL, unreserved, ACCOUNT_REASON)
+
+    async def _refresh_permit_gauges(self) -> None:
+        """Permits in use and limits per function, read from Redis at scrape time (all replicas)."""
+        if self._permits is None:
+            return
+        for name in list(self.functions):
+            pool = self._pool(name)
+            self.metrics.permits_limit.labels(name).set(pool.limit)
+            with contextlib.suppress(BrokerError):
+                self.metrics.permits_in_use.labels(name).set(await self._permits.in_use(name))
 
     async def _add_mapping(self, esm: EventSourceMapping) -> None:
         kind = source_kind(esm.EventSourceArn)
@@ -227,7 +252,7 @@ class App:
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
         app = web.Application(client_max_size=7 * 1024 * 1024)
-        app.add_routes(health.routes(self.metrics.registry, self.readiness_problems))
+        app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_permit_gauges))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
                                        account=s.account_id))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))

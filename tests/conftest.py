@@ -47,9 +47,11 @@ def kinesalite() -> Iterator[Kinesalite]:
 
 
 @pytest.fixture
-def aws(moto_server: MotoServer) -> Aws:
+def aws(moto_server: MotoServer) -> Iterator[Aws]:
     moto_server.reset()
-    return Aws(moto_server.url)
+    client = Aws(moto_server.url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

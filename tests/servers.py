@@ -68,6 +68,11 @@ class Aws:
                 aws_access_key_id="testing", aws_secret_access_key="testing")
         return self._clients[service]
 
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
     async def call(self, service: str, operation: str, **kwargs: Any) -> Any:
         fn = getattr(self.client(service), operation)
         return await asyncio.to_thread(fn, **kwargs)

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
 
 
-def routes(registry: CollectorRegistry, readiness: ReadinessCheck) -> list[web.RouteDef]:
+def routes(registry: CollectorRegistry, readiness: ReadinessCheck,
+           before_scrape: Callable[[], Awaitable[None]] | None = None) -> list[web.RouteDef]:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -22,6 +23,8 @@ def routes(registry: CollectorRegistry, readiness: ReadinessCheck) -> list[web.R
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
+        if before_scrape is not None:
+            await before_scrape()
         return web.Response(body=generate_latest(registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 

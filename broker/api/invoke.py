@@ -17,6 +17,7 @@ from aiohttp import web
 
 from broker.api.errors import aws_error
 from broker.async_invoke.queue import AsyncQueue
+from broker.concurrency.semaphore import ACCOUNT_REASON, RESERVED_REASON
 from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
@@ -24,6 +25,7 @@ from broker.observability.metrics import Metrics
 SYNC_LIMIT = 6 * 1024 * 1024
 ASYNC_LIMIT = 1024 * 1024
 _TYPES = ("RequestResponse", "Event", "DryRun")
+_REASONS = frozenset({RESERVED_REASON, ACCOUNT_REASON})
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,12 @@ def _parse(request_kind: str, body: bytes) -> str | web.Response:
     return text
 
 
-async def _run_sync(target: Invokable, text: str, request_id: str, metrics: Metrics,
-                    log_type: str | None) -> web.Response:
-    name = target.function.name
-    if target.reserved == 0:
-        metrics.throttles.labels(name, "ReservedFunctionConcurrentInvocationLimitExceeded").inc()
-        return _throttled("ReservedFunctionConcurrentInvocationLimitExceeded", None)
+async def _run_sync(target: Invokable, text: str, request_id: str, log_type: str | None) -> web.Response:
     try:
         result = await target.function.invoke(text.encode(), request_id=request_id)
-    except TargetThrottled as exc:
-        return _throttled("ConcurrentInvocationLimitExceeded", exc.retry_after)
+    except TargetThrottled as exc:  # a full permit pool names its Reason; a target's own 429 is the account's
+        reason = exc.reason if exc.reason in _REASONS else "ConcurrentInvocationLimitExceeded"
+        return _throttled(reason, exc.retry_after)
     except TargetUnreachable as exc:
         return aws_error(502, "ServiceException", f"The function's target could not be reached: {exc}",
                          error_type="Service")
@@ -100,7 +98,7 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
             return web.Response(status=204)
         request_id = str(uuid.uuid4())
         if kind == "RequestResponse":
-            return await _run_sync(target, text, request_id, metrics, request.headers.get("X-Amz-Log-Type"))
+            return await _run_sync(target, text, request_id, request.headers.get("X-Amz-Log-Type"))
         try:
             await target.queue.enqueue(request_id, text)
         except BrokerError as exc:

@@ -6,10 +6,12 @@ error) and raises ``InvokeError`` (``TargetThrottled``/``TargetUnreachable``) wh
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Protocol
 
 from broker.clock import Clock
+from broker.concurrency.semaphore import PermitLost, Permits
 from broker.errors import TargetThrottled, TargetUnreachable
 from broker.observability.metrics import Metrics
 from broker.types import InvokeContext, InvokeResult
@@ -33,8 +35,10 @@ class Function:
     """A configured function: name, ARN, timeout and its target's invoker."""
 
     def __init__(self, *, name: str, arn: str, timeout: float, invoker: Invoker,
-                 metrics: Metrics, clock: Clock, reserved_concurrency: int | None = None) -> None:
+                 metrics: Metrics, clock: Clock, reserved_concurrency: int | None = None,
+                 permits: Permits | None = None) -> None:
         self.name = name
+        self._permits = permits
         self.arn = arn
         self.timeout = timeout
         self.reserved_concurrency = reserved_concurrency
@@ -42,8 +46,13 @@ class Function:
         self._metrics = metrics
         self._clock = clock
 
-    async def invoke(self, payload: bytes, *, request_id: str | None = None) -> InvokeResult:
-        """Invoke once. Metrics: invocations/errors/duration when it ran, throttles when refused."""
+    def permit(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one of the function's concurrency permits (TargetThrottled when none is free)."""
+        return self._permits.hold(self.name) if self._permits else contextlib.nullcontext()
+
+    async def invoke(self, payload: bytes, *, request_id: str | None = None, acquire: bool = True) -> InvokeResult:
+        """Invoke once, under a concurrency permit unless the caller holds one (``acquire=False``).
+        Metrics: invocations/errors/duration when it ran, throttles (by reason) when refused."""
         request_id = request_id or str(uuid.uuid4())
         ctx = InvokeContext(
             request_id=request_id,
@@ -53,17 +62,19 @@ class Function:
         )
         m = self._metrics
         in_flight = m.concurrent_executions.labels(self.name)
-        in_flight.inc()
         try:
-            result = await self._invoker.invoke(payload, ctx, self.timeout)
+            async with self.permit() if acquire else contextlib.nullcontext():
+                in_flight.inc()
+                try:
+                    result = await self._invoker.invoke(payload, ctx, self.timeout)
+                finally:
+                    in_flight.dec()
         except TargetThrottled as exc:
             m.throttles.labels(self.name, exc.reason or "TargetThrottled").inc()
             raise
-        except TargetUnreachable:
+        except (TargetUnreachable, PermitLost):
             m.system_errors.labels(self.name).inc()
             raise
-        finally:
-            in_flight.dec()
         m.invocations.labels(self.name).inc()
         m.duration.labels(self.name).observe(result.duration_seconds)
         if not result.ok:

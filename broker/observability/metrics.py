@@ -36,6 +36,8 @@ class Metrics:
         self.on_failure_destination_delivered_events = Counter("broker_on_failure_destination_delivered_events", "Records sent to the on-failure destination.", _ESM, registry=r)
         self.iterator_age = Gauge("broker_iterator_age_seconds", "Age of the last record of the last batch sent, per shard.", (*_ESM, "shard"), registry=r)
         self.pollers = Gauge("broker_sqs_pollers", "Concurrent SQS pollers running for a mapping.", _ESM, registry=r)
+        self.permits_in_use = Gauge("broker_permits_in_use", "Concurrency permits held in the function's pool by all replicas (read from Redis at scrape time).", _FN, registry=r)
+        self.permits_limit = Gauge("broker_permits_limit", "Size of the function's permit pool (reserved, or the account's unreserved pool).", _FN, registry=r)
         self.mapping_enabled = Gauge("broker_mapping_enabled", "1 while a mapping is enabled and running.", _ESM, registry=r)
         self.returned_events = Counter("broker_returned_events", "SQS messages made visible again at shutdown or pause.", _ESM, registry=r)
         # Async invocation and destinations

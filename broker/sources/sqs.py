@@ -42,7 +42,7 @@ from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
-from broker.errors import BrokerError, InvokeError
+from broker.errors import BrokerError, InvokeError, TargetThrottled
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.aws import call
@@ -158,19 +158,33 @@ class SqsMapping:
 
     async def _poll(self) -> None:
         carry: list[SqsMessage] = []
+        throttled = 0
         try:
             while not self._stop.is_set():
-                batch, carry = await self._collect(carry)
-                if batch is not None and self._stop.is_set():
-                    carry = batch + carry
-                    break
-                if batch is None:
+                try:
+                    # The permit is held before ReceiveMessage: a throttled function never spends
+                    # receive counts (nor sends healthy messages towards the DLQ).
+                    async with self._function.permit():
+                        throttled = 0
+                        batch, carry = await self._collect(carry)
+                        if batch is not None and self._stop.is_set():
+                            carry = batch + carry
+                            break
+                        if batch is None:
+                            if self._retire():
+                                return
+                            continue
+                        if len(batch) + len(carry) >= self._batch_size:
+                            self._grow()
+                        backed_off = await self._process(batch)
+                except TargetThrottled as exc:
+                    log.info("poller_throttled", reason=exc.reason)
                     if self._retire():
                         return
+                    await self._clock.sleep(backoff_delay(throttled, base=self._settings.backoff_base_seconds,
+                                                          cap=self._settings.backoff_max_seconds))
+                    throttled += 1
                     continue
-                if len(batch) + len(carry) >= self._batch_size:
-                    self._grow()
-                backed_off = await self._process(batch)
                 if backed_off and self._retire():
                     return
         finally:
@@ -298,7 +312,7 @@ class SqsMapping:
         attempt = 0
         while True:
             try:
-                return await self._function.invoke(payload)
+                return await self._function.invoke(payload, acquire=False)  # the poller holds the permit
             except InvokeError as exc:
                 delay = backoff_delay(attempt, base=self._settings.backoff_base_seconds,
                                       cap=self._settings.backoff_max_seconds,

@@ -5,8 +5,10 @@ condition, DLQ attributes, the EventBridge envelope."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -23,14 +25,31 @@ FAST = {"async_retry_delays_seconds": [0.2, 0.4], "retry_backoff_base_seconds": 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
+_clients: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 def lambda_client(app: Any) -> Any:
-    return boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{app.api_port}", region_name=REGION,
+    client = boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{app.api_port}", region_name=REGION,
                         aws_access_key_id="testing", aws_secret_access_key="testing",
                         config=Config(retries={"max_attempts": 0}))
+    _clients.append(client)
+    return client
 
 
 async def invoke(client: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(client.invoke, **kwargs)
+    """Invoke and read the payload at once (an unread body keeps its connection checked out)."""
+    def run() -> Any:
+        response = client.invoke(**kwargs)
+        response["Payload"] = io.BytesIO(response["Payload"].read())
+        return response
+    return await asyncio.to_thread(run)
 
 
 def fn(target: RecordingTarget, **extra: Any) -> dict[str, Any]:

@@ -28,6 +28,13 @@ async def test_split_parent_before_children(kinesalite: Kinesalite, kinesalite_b
     """Records before a split live in the parent, after it in the children: every key's records still
     arrive in order, because children start only after the parent is read to its end."""
     aws = Aws(kinesalite.url)
+    try:
+        await _run_split(aws, kinesalite_broker, target)
+    finally:
+        aws.close()
+
+
+async def _run_split(aws: Aws, kinesalite_broker: BrokerRunner, target: RecordingTarget) -> None:
     await aws.call("kinesis", "create_stream", StreamName="lineage", ShardCount=1)
     await wait_active(aws, "lineage")
     keys = [f"key{i}" for i in range(6)]

@@ -42,7 +42,13 @@ async def test_record_shape_and_order_per_shard(aws: Aws, broker: BrokerRunner, 
     async with broker.run(fns, [mapping("clicks", BatchSize=7)], **FAST) as app:
         await target.wait_for(lambda calls: len(target.records()) >= 40)
         uuid = app.config.event_source_mappings[0].UUID
-        checkpoints = await app._redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints")  # type: ignore[union-attr]
+        key = f"{{broker:esm:{uuid}}}:checkpoints"
+        expected: dict[str, str] = {}
+        for r in target.records():
+            shard, seq = r["eventID"].split(":")[0], r["kinesis"]["sequenceNumber"]
+            expected[shard] = max(expected.get(shard, seq), seq, key=int)
+        await wait_until(lambda: _checkpoints_are(app, key, expected))
+        checkpoints = await app._redis.hgetall(key)  # type: ignore[union-attr]
     records = target.records()
     rec = records[0]
     assert list(rec) == ["kinesis", "eventSource", "eventVersion", "eventID", "eventName", "invokeIdentityArn",
@@ -144,6 +150,11 @@ async def test_filters_on_decoded_data(aws: Aws, broker: BrokerRunner, target: R
         await wait_until(lambda: _checkpoint(app, uuid), timeout=5)
         assert (await _checkpoint(app, uuid)) == seqs[-1]
     assert keyed(target.records()) == {"k": [1, 3]}
+
+
+async def _checkpoints_are(app: Any, key: str, expected: dict[str, str]) -> bool:
+    raw = await app._redis.hgetall(key)
+    return {k.decode(): v.decode() for k, v in raw.items()} == expected
 
 
 async def _checkpoint(app: Any, uuid: str) -> str | None:

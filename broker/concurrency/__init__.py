@@ -1,0 +1,1 @@
+"""Concurrency permits shared by every replica through Redis (DESIGN §7)."""

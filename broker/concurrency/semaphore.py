@@ -1,0 +1,113 @@
+"""Concurrency permits in Redis: per-function ``ReservedConcurrentExecutions`` and the account's
+unreserved pool (``account_concurrency`` minus every reservation), shared by all replicas.
+
+Each pool is one sorted set (members: holder ids, scores: expiry in Redis time), so every script
+touches one key and one Redis Cluster slot. Limits are read from the current config at acquire
+time, so a reload applies at once. The holder renews while the work runs; if a renewal finds the
+permit gone (the replica stalled past the TTL), the guarded task is cancelled and ``PermitLost``
+raised in it, so work never runs unguarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from broker.clock import Clock
+from broker.errors import InvokeError, StateStoreError, TargetThrottled
+
+log = structlog.get_logger("broker.permits")
+ACCOUNT_POOL = "{broker:account}:permits"
+RESERVED_REASON = "ReservedFunctionConcurrentInvocationLimitExceeded"
+ACCOUNT_REASON = "ConcurrentInvocationLimitExceeded"
+
+
+class PermitLost(InvokeError):
+    """The permit expired while the work ran (a stalled replica); the work was cancelled."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    key: str
+    limit: int
+    reason: str  # Lambda's throttle Reason when this pool is full
+
+
+def _script(name: str) -> str:
+    return resources.files("broker.concurrency").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+class Permits:
+    def __init__(self, redis: Any, pools: Callable[[str], Pool], *, clock: Clock, replica: str,
+                 ttl_seconds: float = 30.0) -> None:
+        self._redis = redis
+        self._pools = pools
+        self._clock = clock
+        self._replica = replica
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._acquire = redis.register_script(_script("acquire.lua"))
+        self._renew = redis.register_script(_script("renew.lua"))
+        self._release = redis.register_script(_script("release.lua"))
+        self._count = redis.register_script(_script("count.lua"))
+
+    def pool(self, function: str) -> Pool:
+        return self._pools(function)
+
+    async def in_use(self, function: str) -> int:
+        try:
+            return int(await self._count(keys=[self._pools(function).key]))
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def hold(self, function: str) -> AsyncIterator[None]:
+        """Hold one permit of ``function``'s pool for the block; TargetThrottled if the pool is full."""
+        pool = self._pools(function)
+        if pool.limit <= 0:
+            raise TargetThrottled(f"{function}: concurrency is 0", reason=pool.reason)
+        holder = f"{self._replica}:{uuid.uuid4().hex}"
+        try:
+            granted, used = await self._acquire(keys=[pool.key], args=[holder, pool.limit, self._ttl_ms])
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+        if not granted:
+            raise TargetThrottled(f"{function}: {used} of {pool.limit} permits in use", reason=pool.reason)
+        task = asyncio.current_task()
+        assert task is not None
+        lost = asyncio.Event()
+        renewer = asyncio.create_task(self._keep(pool, holder, task, lost))
+        try:
+            yield
+        except asyncio.CancelledError:
+            if lost.is_set() and task.uncancel() == 0:
+                raise PermitLost(f"{function}: the permit expired while the work ran") from None
+            raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if not lost.is_set():
+                with contextlib.suppress(RedisError, OSError):
+                    await self._release(keys=[pool.key], args=[holder])
+
+    async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], lost: asyncio.Event) -> None:
+        while True:
+            await self._clock.sleep(self._ttl_ms / 3000)
+            try:
+                renewed = await self._renew(keys=[pool.key], args=[holder, self._ttl_ms])
+            except (RedisError, OSError) as exc:  # Redis away: keep trying until the TTL decides
+                log.warning("permit_renewal_failed", error=str(exc))
+                continue
+            if not renewed:
+                log.error("permit_lost", pool=pool.key, holder=holder)
+                lost.set()
+                task.cancel()
+                return
