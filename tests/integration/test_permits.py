@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 
 from broker.clock import SystemClock
-from broker.concurrency.semaphore import ACCOUNT_REASON, RESERVED_REASON, PermitLost, Permits, Pool
+from broker.concurrency.semaphore import RESERVED_REASON, PermitLost, Permits, Pool
 from broker.embedded import RedisServer, _wait_for_port, free_port
 from broker.errors import TargetThrottled
 from tests.conftest import broker_settings
