@@ -27,6 +27,9 @@ from tests.integration.helpers import respond_json
 from tests.servers import Aws, Call, MotoServer, RecordingTarget, queue_arn
 
 
+ACQUIRE_LUA = (Path(__file__).resolve().parents[2] / "broker" / "concurrency" / "scripts" / "acquire.lua").read_text()
+
+
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> Any:
     client = aioredis.from_url(redis_server.url)
@@ -63,7 +66,7 @@ async def test_zero_is_the_off_switch(redis: Any) -> None:
 
 async def test_expired_holders_are_evicted(redis: Any) -> None:
     """A crashed holder (never renews, never releases) stops counting after its TTL."""
-    acquire = redis.register_script(Path("broker/concurrency/scripts/acquire.lua").read_text())
+    acquire = redis.register_script(ACQUIRE_LUA)
     assert (await acquire(keys=["{broker:fn:f}:permits"], args=["dead-replica", 1, 300]))[0] == 1
     with pytest.raises(TargetThrottled):
         async with permits(redis, 1).hold("f"):
