@@ -26,7 +26,6 @@ from tests.conftest import broker_settings
 from tests.integration.helpers import respond_json
 from tests.servers import Aws, Call, MotoServer, RecordingTarget, queue_arn
 
-
 ACQUIRE_LUA = (Path(__file__).resolve().parents[2] / "broker" / "concurrency" / "scripts" / "acquire.lua").read_text()
 
 
