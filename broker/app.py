@@ -45,6 +45,7 @@ from broker.sources.aws import AwsClients, call
 from broker.sources.checkpoints import CheckpointStore
 from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService
+from broker.sources.leases import LeaseTable
 from broker.sources.mapping import MappingRunner, Source
 from broker.sources.shard_consumer import StreamSettings
 from broker.sources.sqs import SqsMapping, SqsSettings
@@ -240,14 +241,15 @@ class App:
         assert self._sender is not None
         return StreamMapping(
             esm=esm, function=function, service=service,
-            checkpoints=CheckpointStore(self._redis, esm.UUID), sender=self._sender,
+            checkpoints=CheckpointStore(self._redis, esm.UUID),
+            leases=LeaseTable(self._redis, esm.UUID, self.replica_id, s.lease_ttl_seconds), sender=self._sender,
             metrics=self.metrics, clock=self.clock,
             settings=StreamSettings(
                 poll_interval_seconds=poll,
                 min_read_interval_seconds=s.kinesis_min_read_interval_seconds if kind is SourceKind.KINESIS else 0,
                 backoff_base_seconds=s.retry_backoff_base_seconds,
                 backoff_max_seconds=s.retry_backoff_max_seconds),
-            discovery_interval_seconds=s.stream_discovery_interval_seconds)
+            discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds)
 
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker

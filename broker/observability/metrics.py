@@ -38,6 +38,7 @@ class Metrics:
         self.pollers = Gauge("broker_sqs_pollers", "Concurrent SQS pollers running for a mapping.", _ESM, registry=r)
         self.permits_in_use = Gauge("broker_permits_in_use", "Concurrency permits held in the function's pool by all replicas (read from Redis at scrape time).", _FN, registry=r)
         self.permits_limit = Gauge("broker_permits_limit", "Size of the function's permit pool (reserved, or the account's unreserved pool).", _FN, registry=r)
+        self.leases_owned = Gauge("broker_leases_owned", "Shard leases this replica holds for a stream mapping.", _ESM, registry=r)
         self.mapping_enabled = Gauge("broker_mapping_enabled", "1 while a mapping is enabled and running.", _ESM, registry=r)
         self.returned_events = Counter("broker_returned_events", "SQS messages made visible again at shutdown or pause.", _ESM, registry=r)
         # Async invocation and destinations

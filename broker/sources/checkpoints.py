@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 from redis.exceptions import RedisError
 
 from broker.errors import StateStoreError
+from broker.sources.leases import Fence, script
 
 SHARD_END = "SHARD_END"
 P = ParamSpec("P")
@@ -42,6 +43,8 @@ class CheckpointStore:
         tag = f"{{broker:esm:{mapping_uuid}}}"
         self._checkpoints = f"{tag}:checkpoints"
         self._meta = f"{tag}:meta"
+        self._lease_keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
+        self._fenced_put = redis.register_script(script("checkpoint_put.lua"))
 
     @_translated
     async def get(self, shard_id: str) -> str | None:
@@ -54,8 +57,13 @@ class CheckpointStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     @_translated
-    async def put(self, shard_id: str, sequence: str) -> None:
-        await self._redis.hset(self._checkpoints, shard_id, sequence)
+    async def put(self, shard_id: str, sequence: str, fence: Fence | None = None) -> bool:
+        """Write a checkpoint; with a ``fence``, only while that lease is still held (False if not)."""
+        if fence is None:
+            await self._redis.hset(self._checkpoints, shard_id, sequence)
+            return True
+        return bool(await self._fenced_put(keys=[*self._lease_keys, self._checkpoints],
+                                           args=[fence.owner, shard_id, fence.epoch, sequence]))
 
     @_translated
     async def initial_shards(self, current: list[str], now: float) -> set[str]:

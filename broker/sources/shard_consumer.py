@@ -48,6 +48,7 @@ from broker.errors import BrokerError, InvokeError
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
+from broker.sources.leases import Fence
 from broker.sources.streams import StreamService
 from broker.types import InvokeResult, ShardInfo, SourceKind, StreamRecord
 
@@ -131,7 +132,8 @@ class ShardConsumer:
     def __init__(self, *, shard: ShardInfo, service: StreamService, spec: StreamMappingSpec,
                  function: Function, checkpoints: CheckpointStore, sender: DestinationSender,
                  metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
-                 checkpoint: str | None = None, on_result: Callable[[str], None] = lambda _: None) -> None:
+                 checkpoint: str | None = None, fence: Fence | None = None,
+                 on_result: Callable[[str], None] = lambda _: None) -> None:
         self.shard = shard
         self.state = ConsumerState.INITIALIZING
         self._service = service
@@ -146,6 +148,8 @@ class ShardConsumer:
         self._stop = asyncio.Event()
         self._tracker = CheckpointTracker()
         self._checkpoint_lock = asyncio.Lock()
+        self._fence = fence
+        self._lease_lost = False
         self._lanes = [_Lane() for _ in range(spec.parallelization)]
         self._buffered = 0
         # Prefetch bound: room for two batches per lane and for a read large enough that 5 reads a
@@ -177,6 +181,13 @@ class ShardConsumer:
         for lane in self._lanes:
             lane.changed.set()
 
+    def lose_lease(self) -> None:
+        """The lease moved on: stop at once and never write a checkpoint again."""
+        if not self._lease_lost:
+            log.warning("lease_lost", shard=self.shard.shard_id)
+        self._lease_lost = True
+        self.stop()
+
     def mark_closed(self, ending_sequence: str) -> None:
         """Discovery saw this shard close (resharding)."""
         self.shard = ShardInfo(self.shard.shard_id, self.shard.parents, ending_sequence)
@@ -194,8 +205,13 @@ class ShardConsumer:
             for lane in self._lanes:
                 group.create_task(self._work(lane))
         await self._write_checkpoint()
+        if self._lease_lost:
+            self.state = ConsumerState.SHUTDOWN
+            return ShutdownReason.LEASE_LOST
         if self._read_to_end and self._tracker.pending == 0 and not self._stop.is_set():
-            await self._checkpoints.put(self.shard.shard_id, SHARD_END)
+            if not await self._checkpoints.put(self.shard.shard_id, SHARD_END, self._fence):
+                self.lose_lease()
+                return ShutdownReason.LEASE_LOST
             self.state = ConsumerState.SHARD_END
             log.info("shard_ended", last=self._checkpointed)
             return ShutdownReason.SHARD_END
@@ -473,14 +489,17 @@ class ShardConsumer:
         # write, and a slower write of an older mark must never land after a newer one.
         async with self._checkpoint_lock:
             mark = self._tracker.watermark
-            if mark is None:
+            if mark is None or self._lease_lost:
                 return
             value = str(mark)
             if value == self._checkpointed:
                 return
             try:
-                await self._checkpoints.put(self.shard.shard_id, value)
+                written = await self._checkpoints.put(self.shard.shard_id, value, self._fence)
             except BrokerError as exc:  # kept in memory; the next write carries it
                 log.warning("checkpoint_write_failed", sequence=value, error=str(exc))
+                return
+            if not written:  # fenced: another replica holds the shard now
+                self.lose_lease()
                 return
             self._checkpointed = value

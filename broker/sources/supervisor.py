@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 
 import structlog
 
@@ -21,6 +22,7 @@ from broker.errors import BrokerError
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
+from broker.sources.leases import Fence, LeaseTable
 from broker.sources.shard_consumer import ShardConsumer, ShutdownReason, StreamMappingSpec, StreamSettings
 from broker.sources.streams import StreamService
 from broker.types import ShardInfo
@@ -48,25 +50,38 @@ def mapping_spec(esm: EventSourceMapping, data_key: str) -> StreamMappingSpec:
 
 
 class StreamMapping:
-    """All shard consumers of one Kinesis or DynamoDB Streams mapping."""
+    """All shard consumers of one Kinesis or DynamoDB Streams mapping in this replica.
+
+    Replicas share the shards through leases: each tick (a third of the lease TTL) a replica
+    renews its leases, marks itself alive, and moves towards its share, ceil(eligible shards / live
+    replicas): above it, it hands shards off (the consumer stops, checkpoints, then the lease is
+    released); below it, it takes free or expired leases. A crashed replica's shards are taken over
+    once its leases expire; a replica that lost a lease stops that consumer without checkpointing.
+    """
 
     def __init__(self, *, esm: EventSourceMapping, function: Function, service: StreamService,
-                 checkpoints: CheckpointStore, sender: DestinationSender, metrics: Metrics, clock: Clock,
-                 settings: StreamSettings, discovery_interval_seconds: float) -> None:
+                 checkpoints: CheckpointStore, leases: LeaseTable, sender: DestinationSender, metrics: Metrics,
+                 clock: Clock, settings: StreamSettings, discovery_interval_seconds: float,
+                 lease_ttl_seconds: float) -> None:
         self.esm = esm
         self.last_processing_result = "No records processed"
         self._spec = mapping_spec(esm, service.data_key)
         self._function = function
         self._service = service
         self._checkpoints = checkpoints
+        self._leases = leases
         self._sender = sender
         self._metrics = metrics
         self._clock = clock
         self._settings = settings
         self._discovery_interval = discovery_interval_seconds
+        self._tick = min(lease_ttl_seconds / 3, discovery_interval_seconds)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.consumers: dict[str, ShardConsumer] = {}
+        self.held: dict[str, Fence] = {}
+        self._handoff: set[str] = set()
+        self._m_leases = metrics.leases_owned.labels(function.name, self._spec.uuid)
 
     def stop(self) -> None:
         self._stop.set()
@@ -85,52 +100,90 @@ class StreamMapping:
         structlog.contextvars.bind_contextvars(mapping=self._spec.uuid, function=self._function.name)
         shards = await self._service.shards()
         initial = await self._checkpoints.initial_shards([s.shard_id for s in shards], self._clock.time())
+        discovered = self._clock.monotonic()
         async with asyncio.TaskGroup() as group:
             while not self._stop.is_set():
                 try:
-                    saved = await self._checkpoints.all()
+                    live = await self._leases.beat()
+                    await self._renew()
+                    await self._balance(group, shards, initial, await self._checkpoints.all(), live)
                 except BrokerError as exc:
-                    log.warning("checkpoint_read_failed", error=str(exc))
-                else:
-                    self._start_ready(group, shards, initial, saved)
+                    log.warning("lease_round_failed", error=str(exc))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._discovery_interval)
+                    await asyncio.wait_for(self._wake.wait(), self._tick)
                 if self._stop.is_set():
                     break
-                try:
-                    shards = await self._service.shards()
-                except BrokerError as exc:
-                    log.warning("shard_discovery_failed", error=str(exc))
+                if self._clock.monotonic() - discovered >= self._discovery_interval * 0.99:
+                    discovered = self._clock.monotonic()
+                    try:
+                        shards = await self._service.shards()
+                    except BrokerError as exc:
+                        log.warning("shard_discovery_failed", error=str(exc))
             for consumer in self.consumers.values():
                 consumer.stop()
+        for shard, fence in list(self.held.items()):  # after the final checkpoints: hand off
+            with contextlib.suppress(BrokerError):
+                await self._leases.release(shard, fence)
+        self.held.clear()
+        self._m_leases.set(0)
+        with contextlib.suppress(BrokerError):
+            await self._leases.beat(leaving=True)
 
-    def _start_ready(self, group: asyncio.TaskGroup, shards: list[ShardInfo], initial: set[str],
-                     saved: dict[str, str]) -> None:
+    async def _renew(self) -> None:
+        for shard, fence in list(self.held.items()):
+            if not await self._leases.renew(shard, fence):
+                self.held.pop(shard, None)
+                consumer = self.consumers.get(shard)
+                if consumer is not None:
+                    consumer.lose_lease()
+
+    async def _balance(self, group: asyncio.TaskGroup, shards: list[ShardInfo], initial: set[str],
+                       saved: dict[str, str], live: int) -> None:
         listed = {s.shard_id for s in shards}
         finished = {k for k, v in saved.items() if v == SHARD_END}
-        for shard in shards:
+        # A parent that is no longer listed (past retention) counts as read to its end.
+        eligible = [s for s in shards if s.shard_id not in finished
+                    and all(p not in listed or p in finished for p in s.parents)]
+        target = math.ceil(len(eligible) / max(live, 1))
+        mine = sorted(s for s in self.held if s not in self._handoff)
+        for extra in mine[target:]:  # above our share: hand off after a final checkpoint
+            log.info("lease_handoff", shard=extra, target=target, live_replicas=live)
+            if extra in self.consumers:
+                self._handoff.add(extra)  # released when its consumer has stopped
+                self.consumers[extra].stop()
+            else:
+                await self._leases.release(extra, self.held.pop(extra))
+        by_id = {s.shard_id: s for s in shards}
+        for shard in eligible:
             running = self.consumers.get(shard.shard_id)
-            if running is not None:
-                if shard.closed and running.shard.ending_sequence != shard.ending_sequence:
-                    running.mark_closed(shard.ending_sequence or "")
+            if running is not None and shard.closed and running.shard.ending_sequence != shard.ending_sequence:
+                running.mark_closed(shard.ending_sequence or "")
+            if len(mine) >= target or shard.shard_id in self.held:
                 continue
-            if shard.shard_id in finished:
-                continue
-            # A parent that is no longer listed (past retention) counts as read to its end.
-            if any(p in listed and p not in finished for p in shard.parents):
-                continue
-            start = ((self._spec.starting_position, self._spec.starting_timestamp)
-                     if shard.shard_id in initial else ("TRIM_HORIZON", None))
-            consumer = ShardConsumer(
-                shard=shard, service=self._service, spec=self._spec, function=self._function,
-                checkpoints=self._checkpoints, sender=self._sender, metrics=self._metrics,
-                clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
-                on_result=self._record_result)
-            self.consumers[shard.shard_id] = consumer
-            group.create_task(self._run_consumer(consumer), name=f"shard:{shard.shard_id}")
+            fence = await self._leases.acquire(shard.shard_id)
+            if fence is not None:
+                self.held[shard.shard_id] = fence
+                mine.append(shard.shard_id)
+                log.info("lease_acquired", shard=shard.shard_id, epoch=fence.epoch)
+        for shard_id, fence in self.held.items():
+            if shard_id not in self.consumers and shard_id not in self._handoff and shard_id in by_id:
+                self._start(group, by_id[shard_id], fence, initial, saved)
+        self._m_leases.set(len(self.held))
 
-    async def _run_consumer(self, consumer: ShardConsumer) -> None:
+    def _start(self, group: asyncio.TaskGroup, shard: ShardInfo, fence: Fence, initial: set[str],
+               saved: dict[str, str]) -> None:
+        start = ((self._spec.starting_position, self._spec.starting_timestamp)
+                 if shard.shard_id in initial else ("TRIM_HORIZON", None))
+        consumer = ShardConsumer(
+            shard=shard, service=self._service, spec=self._spec, function=self._function,
+            checkpoints=self._checkpoints, sender=self._sender, metrics=self._metrics,
+            clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
+            fence=fence, on_result=self._record_result)
+        self.consumers[shard.shard_id] = consumer
+        group.create_task(self._run_consumer(consumer, fence), name=f"shard:{shard.shard_id}")
+
+    async def _run_consumer(self, consumer: ShardConsumer, fence: Fence) -> None:
         shard_id = consumer.shard.shard_id
         try:
             reason = await consumer.run()
@@ -140,6 +193,13 @@ class StreamMapping:
             reason = ShutdownReason.REQUESTED
         finally:
             self.consumers.pop(shard_id, None)
-        if reason is ShutdownReason.SHARD_END:
-            log.info("shard_finished", shard=shard_id)
-        self._wake.set()  # children may start now (their parent's SHARD_END is saved); a failed consumer restarts
+        if reason is ShutdownReason.LEASE_LOST:
+            self.held.pop(shard_id, None)
+        elif reason is ShutdownReason.SHARD_END or shard_id in self._handoff:
+            if reason is ShutdownReason.SHARD_END:
+                log.info("shard_finished", shard=shard_id)
+            self._handoff.discard(shard_id)
+            if self.held.pop(shard_id, None) is not None:
+                with contextlib.suppress(BrokerError):
+                    await self._leases.release(shard_id, fence)
+        self._wake.set()  # children may start now; handed-off shards are free; a failed consumer restarts

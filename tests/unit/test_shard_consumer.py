@@ -77,8 +77,9 @@ class MemoryCheckpoints:
     async def get(self, shard_id: str) -> str | None:
         return self.values.get(shard_id)
 
-    async def put(self, shard_id: str, sequence: str) -> None:
+    async def put(self, shard_id: str, sequence: str, fence: object = None) -> bool:
         self.values[shard_id] = sequence
+        return True
 
 
 def consumer(stream: StreamTwin, target: Recorder, checkpoints: MemoryCheckpoints,

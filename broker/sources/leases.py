@@ -1,0 +1,74 @@
+"""Shard leases shared by the replicas running a stream mapping (DESIGN §7; KCL's lease table).
+
+    {broker:esm:<uuid>}:lease_owner    hash shard -> replica id
+    {broker:esm:<uuid>}:lease_expiry   hash shard -> Unix ms (Redis TIME)
+    {broker:esm:<uuid>}:lease_epoch    hash shard -> fencing token, +1 whenever the lease changes hands
+    {broker:esm:<uuid>}:replicas       zset replica -> expiry: who is alive for this mapping
+
+Every operation is one Lua script (``scripts/lease_*.lua``) using Redis time. A checkpoint write
+carries the epoch and is refused once the lease has moved on, so a replica that stalled past its
+TTL (GC pause, SIGSTOP) can never overwrite its successor's progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from broker.errors import StateStoreError
+
+
+def script(name: str) -> str:
+    return resources.files("broker.sources").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a checkpoint write must prove: who holds the lease, at which epoch."""
+
+    owner: str
+    epoch: int
+
+
+class LeaseTable:
+    def __init__(self, redis: Any, mapping_uuid: str, replica: str, ttl_seconds: float) -> None:
+        tag = f"{{broker:esm:{mapping_uuid}}}"
+        self.keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
+        self._replicas = f"{tag}:replicas"
+        self._redis = redis
+        self.replica = replica
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._acquire = redis.register_script(script("lease_acquire.lua"))
+        self._renew = redis.register_script(script("lease_renew.lua"))
+        self._release = redis.register_script(script("lease_release.lua"))
+        self._beat = redis.register_script(script("replica_beat.lua"))
+
+    async def _run(self, fn: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await fn(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
+    async def acquire(self, shard: str) -> Fence | None:
+        granted, value = await self._run(self._acquire, self.keys, [self.replica, shard, self._ttl_ms])
+        return Fence(self.replica, int(value)) if granted else None
+
+    async def renew(self, shard: str, fence: Fence) -> bool:
+        return bool(await self._run(self._renew, self.keys, [self.replica, shard, self._ttl_ms, fence.epoch]))
+
+    async def release(self, shard: str, fence: Fence) -> bool:
+        return bool(await self._run(self._release, self.keys, [self.replica, shard, fence.epoch]))
+
+    async def beat(self, *, leaving: bool = False) -> int:
+        """Mark this replica alive (or gone); returns how many replicas are alive."""
+        return int(await self._run(self._beat, [self._replicas], [self.replica, 0 if leaving else self._ttl_ms]))
+
+    async def owners(self) -> dict[str, str]:
+        try:
+            raw = await self._redis.hgetall(self.keys[0])
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+        return {k.decode(): v.decode() for k, v in raw.items()}
