@@ -4,6 +4,7 @@ the guarded work, and limits holding across several broker processes (spec §6; 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from broker.embedded import RedisServer, _wait_for_port, free_port
 from broker.errors import TargetThrottled
 from tests.conftest import broker_settings
 from tests.integration.helpers import respond_json
-from tests.servers import Aws, Call, MotoServer, RecordingTarget, queue_arn
+from tests.servers import Aws, Call, MotoServer, RecordingTarget, create_stream, put_records, queue_arn, stream_arn
 
 ACQUIRE_LUA = (Path(__file__).resolve().parents[2] / "broker" / "concurrency" / "scripts" / "acquire.lua").read_text()
 
@@ -107,21 +108,26 @@ def _config(tmp_path: Path, redis_server: RedisServer, moto_server: MotoServer, 
         "broker": broker_settings(redis_server, moto_server, tmp_path / replica, api={"host": "127.0.0.1", "port": port},
                                   replica_id=replica, sqs_initial_pollers=3, sqs_min_pollers=1),
         "functions": {"f": {"Target": {"Url": target.url}, "Timeout": 5, "ReservedConcurrentExecutions": 3}},
-        "event_source_mappings": [{"FunctionName": "f", "EventSourceArn": queue_arn("burst"), "BatchSize": 1}],
+        "event_source_mappings": [
+            {"FunctionName": "f", "EventSourceArn": queue_arn("burst"), "BatchSize": 1},
+            {"FunctionName": "f", "EventSourceArn": stream_arn("burst"), "BatchSize": 1,
+             "StartingPosition": "TRIM_HORIZON"}],
     }))
     return path
 
 
 async def test_limit_holds_across_three_replicas(redis_server: RedisServer, moto_server: MotoServer, aws: Aws,
                                                  target: RecordingTarget, tmp_path: Path) -> None:
-    """Three broker processes, one config: under an SQS burst plus sync invokes, the target never sees more
-    than ReservedConcurrentExecutions at once, sync invokes beyond it get 429 with the Reason, and every
-    message is still processed."""
+    """Three broker processes, one config: under an SQS burst, a Kinesis burst and sync invokes at once, the
+    target never sees more than ReservedConcurrentExecutions at once, sync invokes beyond it get 429 with
+    the Reason, and every message and record is still processed."""
     client = aioredis.from_url(redis_server.url)
     await client.flushall()
     await client.aclose()
     url = await aws.create_queue("burst", VisibilityTimeout=30)
     await aws.send_batch(url, [json.dumps({"n": i}) for i in range(24)])
+    await create_stream(aws, "burst", shards=2)
+    await put_records(aws, "burst", [(f"k{i}", json.dumps({"n": i}).encode()) for i in range(12)])
 
     async def slow(event: Any, call: Call) -> web.Response:
         await asyncio.sleep(0.3)
@@ -145,7 +151,7 @@ async def test_limit_holds_across_three_replicas(redis_server: RedisServer, moto
                     statuses.append((r.status, await r.json(content_type=None) if r.status != 200 else {}))
             for _ in range(3):
                 await asyncio.gather(*(sync_invoke(p) for p in ports for _ in range(2)))
-        await target.wait_for(lambda calls: len([c for c in calls if "Records" in c.event]) >= 24, timeout=60)
+        await target.wait_for(lambda calls: len(_sqs(calls)) >= 24 and len(_kinesis(calls)) >= 12, timeout=90)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -155,5 +161,14 @@ async def test_limit_holds_across_three_replicas(redis_server: RedisServer, moto
     throttled = [body for status, body in statuses if status == 429]
     assert throttled
     assert {b["Reason"] for b in throttled} == {RESERVED_REASON}
-    assert sorted(json.loads(r["body"])["n"] for c in target.calls if "Records" in c.event
-                  for r in c.event["Records"]) == list(range(24))
+    assert sorted(json.loads(r["body"])["n"] for r in _sqs(target.calls)) == list(range(24))
+    assert sorted({json.loads(base64.b64decode(r["kinesis"]["data"]))["n"] for r in _kinesis(target.calls)}) == \
+        list(range(12))
+
+
+def _sqs(calls: list[Call]) -> list[dict[str, Any]]:
+    return [r for c in calls if "Records" in c.event for r in c.event["Records"] if "body" in r]
+
+
+def _kinesis(calls: list[Call]) -> list[dict[str, Any]]:
+    return [r for c in calls if "Records" in c.event for r in c.event["Records"] if "kinesis" in r]
