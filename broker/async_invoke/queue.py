@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateStoreError
+from broker.redis_state import lua, translated
 
 GROUP = "workers"
-
-
-def _script(name: str) -> str:
-    return resources.files("broker.async_invoke").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
 @dataclass
@@ -63,9 +59,9 @@ class AsyncQueue:
         tag = f"{{broker:fn:{function}}}"
         self.stream = f"{tag}:events"
         self.delayed = f"{tag}:delayed"
-        self._schedule = redis.register_script(_script("schedule.lua"))
-        self._promote = redis.register_script(_script("promote.lua"))
-        self._finish = redis.register_script(_script("finish.lua"))
+        self._schedule = redis.register_script(lua("broker.async_invoke", "schedule.lua"))
+        self._promote = redis.register_script(lua("broker.async_invoke", "promote.lua"))
+        self._finish = redis.register_script(lua("broker.async_invoke", "finish.lua"))
 
     async def ensure_group(self) -> None:
         try:
@@ -76,56 +72,42 @@ class AsyncQueue:
         except (RedisError, OSError) as exc:
             raise StateStoreError(f"redis: {exc}") from exc
 
+    @translated
     async def enqueue(self, request_id: str, payload: str) -> str:
         """Durably accept an event; returns its stream entry id."""
-        try:
-            entry = await self._redis.xadd(self.stream, {"e": AsyncEvent(request_id, payload).document()})
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        entry = await self._redis.xadd(self.stream, {"e": AsyncEvent(request_id, payload).document()})
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
+    @translated
     async def read(self, consumer: str, count: int, block_ms: int, *, pending: bool = False) -> list[AsyncEvent]:
         """New entries for ``consumer`` (or, with ``pending``, its own unacknowledged ones)."""
-        try:
-            reply = await self._redis.xreadgroup(GROUP, consumer, {self.stream: "0" if pending else ">"},
-                                                 count=count, block=None if pending else block_ms)
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        reply = await self._redis.xreadgroup(GROUP, consumer, {self.stream: "0" if pending else ">"},
+                                             count=count, block=None if pending else block_ms)
         return [self._event(eid, fields) for _, entries in (reply or []) for eid, fields in entries if fields]
 
+    @translated
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[AsyncEvent]:
         """Entries a dead worker left pending for longer than ``min_idle_ms``."""
-        try:
-            reply = await self._redis.xautoclaim(self.stream, GROUP, consumer, min_idle_ms, "0-0", count=count)
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        reply = await self._redis.xautoclaim(self.stream, GROUP, consumer, min_idle_ms, "0-0", count=count)
         return [self._event(eid, fields) for eid, fields in reply[1] if fields]
 
+    @translated
     async def retry_later(self, event: AsyncEvent, delay_seconds: float) -> None:
-        try:
-            await self._schedule(keys=[self.stream, self.delayed],
-                                 args=[GROUP, event.entry_id, event.document(), int(delay_seconds * 1000)])
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        await self._schedule(keys=[self.stream, self.delayed],
+                             args=[GROUP, event.entry_id, event.document(), int(delay_seconds * 1000)])
 
+    @translated
     async def promote_due(self, limit: int = 100) -> int:
-        try:
-            return int(await self._promote(keys=[self.stream, self.delayed], args=[limit]))
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        return int(await self._promote(keys=[self.stream, self.delayed], args=[limit]))
 
+    @translated
     async def finish(self, event: AsyncEvent) -> None:
-        try:
-            await self._finish(keys=[self.stream], args=[GROUP, event.entry_id])
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        await self._finish(keys=[self.stream], args=[GROUP, event.entry_id])
 
+    @translated
     async def depth(self) -> int:
         """Events waiting: in the stream (new or in flight) plus delayed retries."""
-        try:
-            return int(await self._redis.xlen(self.stream)) + int(await self._redis.zcard(self.delayed))
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        return int(await self._redis.xlen(self.stream)) + int(await self._redis.zcard(self.delayed))
 
     @staticmethod
     def _event(entry_id: Any, fields: dict[Any, Any]) -> AsyncEvent:

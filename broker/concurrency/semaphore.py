@@ -15,7 +15,6 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import structlog
@@ -23,6 +22,7 @@ from redis.exceptions import RedisError
 
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
+from broker.redis_state import lua, translated
 
 log = structlog.get_logger("broker.permits")
 ACCOUNT_POOL = "{broker:account}:permits"
@@ -41,10 +41,6 @@ class Pool:
     reason: str  # Lambda's throttle Reason when this pool is full
 
 
-def _script(name: str) -> str:
-    return resources.files("broker.concurrency").joinpath("scripts", name).read_text(encoding="utf-8")
-
-
 class Permits:
     def __init__(self, redis: Any, pools: Callable[[str], Pool], *, clock: Clock, replica: str,
                  ttl_seconds: float = 30.0) -> None:
@@ -53,19 +49,17 @@ class Permits:
         self._clock = clock
         self._replica = replica
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._acquire = redis.register_script(_script("acquire.lua"))
-        self._renew = redis.register_script(_script("renew.lua"))
-        self._release = redis.register_script(_script("release.lua"))
-        self._count = redis.register_script(_script("count.lua"))
+        self._acquire = redis.register_script(lua("broker.concurrency", "acquire.lua"))
+        self._renew = redis.register_script(lua("broker.concurrency", "renew.lua"))
+        self._release = redis.register_script(lua("broker.concurrency", "release.lua"))
+        self._count = redis.register_script(lua("broker.concurrency", "count.lua"))
 
     def pool(self, function: str) -> Pool:
         return self._pools(function)
 
+    @translated
     async def in_use(self, function: str) -> int:
-        try:
-            return int(await self._count(keys=[self._pools(function).key]))
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        return int(await self._count(keys=[self._pools(function).key]))
 
     @contextlib.asynccontextmanager
     async def hold(self, function: str) -> AsyncIterator[None]:

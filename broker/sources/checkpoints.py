@@ -11,30 +11,13 @@ Keys (hash-tagged per mapping, so a mapping's keys share a Redis Cluster slot):
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from redis.exceptions import RedisError
-
-from broker.errors import StateStoreError
-from broker.sources.leases import Fence, script
+from broker.redis_state import lua, translated
+from broker.sources.leases import Fence
 
 SHARD_END = "SHARD_END"
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Redis errors become StateStoreError here and nowhere else."""
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
-    return wrapper
 
 
 class CheckpointStore:
@@ -44,19 +27,19 @@ class CheckpointStore:
         self._checkpoints = f"{tag}:checkpoints"
         self._meta = f"{tag}:meta"
         self._lease_keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
-        self._fenced_put = redis.register_script(script("checkpoint_put.lua"))
+        self._fenced_put = redis.register_script(lua("broker.sources", "checkpoint_put.lua"))
 
-    @_translated
+    @translated
     async def get(self, shard_id: str) -> str | None:
         value = await self._redis.hget(self._checkpoints, shard_id)
         return value.decode() if isinstance(value, bytes) else value
 
-    @_translated
+    @translated
     async def all(self) -> dict[str, str]:
         raw = await self._redis.hgetall(self._checkpoints)
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    @_translated
+    @translated
     async def put(self, shard_id: str, sequence: str, fence: Fence | None = None) -> bool:
         """Write a checkpoint; with a ``fence``, only while that lease is still held (False if not)."""
         if fence is None:
@@ -65,7 +48,7 @@ class CheckpointStore:
         return bool(await self._fenced_put(keys=[*self._lease_keys, self._checkpoints],
                                            args=[fence.owner, shard_id, fence.epoch, sequence]))
 
-    @_translated
+    @translated
     async def initial_shards(self, current: list[str], now: float) -> set[str]:
         """The shards that take StartingPosition: recorded once, at the mapping's first start."""
         await self._redis.hsetnx(self._meta, "initial_shards", json.dumps(sorted(current)))

@@ -13,16 +13,9 @@ TTL (GC pause, SIGSTOP) can never overwrite its successor's progress.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from broker.errors import StateStoreError
-
-
-def script(name: str) -> str:
-    return resources.files("broker.sources").joinpath("scripts", name).read_text(encoding="utf-8")
+from broker.redis_state import lua, translated
 
 
 @dataclass(frozen=True)
@@ -41,16 +34,15 @@ class LeaseTable:
         self._redis = redis
         self.replica = replica
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._acquire = redis.register_script(script("lease_acquire.lua"))
-        self._renew = redis.register_script(script("lease_renew.lua"))
-        self._release = redis.register_script(script("lease_release.lua"))
-        self._beat = redis.register_script(script("replica_beat.lua"))
+        self._acquire = redis.register_script(lua("broker.sources", "lease_acquire.lua"))
+        self._renew = redis.register_script(lua("broker.sources", "lease_renew.lua"))
+        self._release = redis.register_script(lua("broker.sources", "lease_release.lua"))
+        self._beat = redis.register_script(lua("broker.sources", "replica_beat.lua"))
 
-    async def _run(self, fn: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await fn(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+    @staticmethod
+    @translated
+    async def _run(fn: Any, keys: list[str], args: list[Any]) -> Any:
+        return await fn(keys=keys, args=args)
 
     async def acquire(self, shard: str) -> Fence | None:
         granted, value = await self._run(self._acquire, self.keys, [self.replica, shard, self._ttl_ms])
@@ -66,9 +58,7 @@ class LeaseTable:
         """Mark this replica alive (or gone); returns how many replicas are alive."""
         return int(await self._run(self._beat, [self._replicas], [self.replica, 0 if leaving else self._ttl_ms]))
 
+    @translated
     async def owners(self) -> dict[str, str]:
-        try:
-            raw = await self._redis.hgetall(self.keys[0])
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        raw = await self._redis.hgetall(self.keys[0])
         return {k.decode(): v.decode() for k, v in raw.items()}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,8 +160,12 @@ class SqsMapping:
     async def _poll(self) -> None:
         carry: list[SqsMessage] = []
         throttled = 0
+        idle = False
         try:
             while not self._stop.is_set():
+                if idle:  # let waiting consumers of the same pool take the permit between idle polls
+                    await self._clock.sleep(random.uniform(0.05, 0.25))
+                    idle = False
                 try:
                     # The permit is held before ReceiveMessage: a throttled function never spends
                     # receive counts (nor sends healthy messages towards the DLQ).
@@ -173,6 +178,7 @@ class SqsMapping:
                         if batch is None:
                             if self._retire():
                                 return
+                            idle = True
                             continue
                         if len(batch) + len(carry) >= self._batch_size:
                             self._grow()

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 
 from tests.conftest import BrokerRunner, metric
+from tests.integration.helpers import function as fn
+from tests.integration.helpers import wait_until
 from tests.servers import ACCOUNT, REGION, Aws, RecordingTarget, queue_arn
-
-
-def fn(target: RecordingTarget, **extra: object) -> dict[str, object]:
-    return {"f": {"Target": {"Url": target.url}, "Timeout": 2, **extra}}
-
-
-async def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 async def test_record_shape_field_by_field(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
