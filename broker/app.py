@@ -155,8 +155,7 @@ class App:
         settings = self.config.broker
         return Function(name=name, arn=function_arn(settings.region, settings.account_id, name),
                         timeout=fn.Timeout, invoker=invoker, metrics=self.metrics,
-                        clock=self.clock, reserved_concurrency=fn.ReservedConcurrentExecutions,
-                        permits=self._permits)
+                        clock=self.clock, permits=self._permits)
 
     def _pool(self, name: str) -> Pool:
         """The permit pool of ``name`` under the current config (so a reload applies at once)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +37,6 @@ class InvokeResult:
     @property
     def ok(self) -> bool:
         return self.function_error is None
-
-    def json(self) -> Any:
-        """The payload parsed as JSON, or the raw text when it is not JSON."""
-        try:
-            return json.loads(self.payload) if self.payload else None
-        except ValueError:
-            return self.payload.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,13 +35,11 @@ class Function:
     """A configured function: name, ARN, timeout and its target's invoker."""
 
     def __init__(self, *, name: str, arn: str, timeout: float, invoker: Invoker,
-                 metrics: Metrics, clock: Clock, reserved_concurrency: int | None = None,
-                 permits: Permits | None = None) -> None:
+                 metrics: Metrics, clock: Clock, permits: Permits | None = None) -> None:
         self.name = name
         self._permits = permits
         self.arn = arn
         self.timeout = timeout
-        self.reserved_concurrency = reserved_concurrency
         self._invoker = invoker
         self._metrics = metrics
         self._clock = clock

@@ -46,7 +46,6 @@ class MappingRunner:
         self._enabled = esm.Enabled
         self._shutdown = False
         self._changed = asyncio.Event()
-        self._running = False
         self._m_enabled = metrics.mapping_enabled.labels(esm.FunctionName, esm.UUID)
 
     @property
@@ -65,7 +64,6 @@ class MappingRunner:
             self.state = "Enabled"
             self._m_enabled.set(1)
             log.info("mapping_started", mapping=self.uuid, source=self.esm.EventSourceArn)
-            self._running = True
             try:
                 await self.source.run()
             except BrokerError as exc:  # the source, Redis or AWS failed: start over, never die
@@ -73,7 +71,6 @@ class MappingRunner:
                 await self._clock.sleep(_RESTART_DELAY)
                 continue
             finally:
-                self._running = False
                 self._m_enabled.set(0)
             log.info("mapping_stopped", mapping=self.uuid)
 
