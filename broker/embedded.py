@@ -64,7 +64,10 @@ class RedisServer:
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
              "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C on the terminal must reach the broker only, which drains
+            # (and still needs Redis for that) before it stops this server.
+            start_new_session=True)
         _wait_for_port(self.port, self._proc, "redis-server")
 
     def stop(self) -> None:

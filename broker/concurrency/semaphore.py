@@ -77,7 +77,13 @@ class Permits:
         task = asyncio.current_task()
         assert task is not None
         lost = asyncio.Event()
-        renewer = asyncio.create_task(self._keep(pool, holder, task, lost))
+        renewer: asyncio.Task[None] | None = None
+
+        def start_renewing() -> None:  # only work that outlives a third of the TTL needs a renewer task
+            nonlocal renewer
+            renewer = asyncio.ensure_future(self._keep(pool, holder, task, lost))
+
+        timer = asyncio.get_running_loop().call_later(self._ttl_ms / 3000, start_renewing)
         try:
             yield
         except asyncio.CancelledError:
@@ -85,23 +91,26 @@ class Permits:
                 raise PermitLost(f"{function}: the permit expired while the work ran") from None
             raise
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            timer.cancel()
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
             if not lost.is_set():
                 with contextlib.suppress(RedisError, OSError):
                     await self._release(keys=[pool.key], args=[holder])
 
     async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], lost: asyncio.Event) -> None:
+        """Renew now (a third of the TTL has passed) and every third of it after that."""
         while True:
-            await self._clock.sleep(self._ttl_ms / 3000)
             try:
                 renewed = await self._renew(keys=[pool.key], args=[holder, self._ttl_ms])
             except (RedisError, OSError) as exc:  # Redis away: keep trying until the TTL decides
                 log.warning("permit_renewal_failed", error=str(exc))
-                continue
+                renewed = True
             if not renewed:
                 log.error("permit_lost", pool=pool.key, holder=holder)
                 lost.set()
                 task.cancel()
                 return
+            await self._clock.sleep(self._ttl_ms / 3000)

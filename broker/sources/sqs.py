@@ -352,6 +352,8 @@ class SqsMapping:
     # ------------------------------------------------------------------ queue operations
 
     async def _delete(self, messages: list[SqsMessage]) -> None:
+        if not messages:  # every message of the batch was reported as failed
+            return
         if len(messages) <= 10:
             await self._delete_chunk(messages)
             return

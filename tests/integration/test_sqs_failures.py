@@ -191,3 +191,21 @@ async def test_missing_queue_refuses_to_start(aws: Aws, broker: BrokerRunner, ta
     with pytest.raises(StartupError, match="cannot use queue arn:aws:sqs:us-east-1:000000000000:nope"):
         async with broker.run(function(target), [{"FunctionName": "f", "EventSourceArn": queue_arn("nope")}]):
             pass
+
+
+async def test_every_item_reported_failed_deletes_nothing(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
+    """All messages reported as failures: nothing is deleted, nothing errors, all come back."""
+    url = await aws.create_queue("allfail", VisibilityTimeout=1)
+    await aws.send_batch(url, ["a", "b"])
+
+    def answer(event: Any, call: Call) -> web.Response:
+        if all(receive_count(r) == 1 for r in event["Records"]):
+            return respond_json({"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]})
+        return respond_json({})
+
+    target.responder = answer
+    async with broker.run(function(target, Timeout=1), [rbif("allfail")], **FAST) as app:
+        await target.wait_for(lambda calls: sorted(r["body"] for r in target.records() if receive_count(r) == 2) == ["a", "b"])
+        await wait_until(lambda: _empty(aws, url))
+        uuid = app.config.event_source_mappings[0].UUID or ""
+        assert metric(app, "broker_deleted_events_total", function="f", mapping=uuid) == 2
