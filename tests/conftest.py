@@ -47,6 +47,15 @@ def kinesalite() -> Iterator[Kinesalite]:
 
 
 @pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Any]:
+    """A client of the session's redis-server, flushed for this test."""
+    client = aioredis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 def aws(moto_server: MotoServer) -> Iterator[Aws]:
     moto_server.reset()
     client = Aws(moto_server.url)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import json
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +30,14 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interv
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+def keyed(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Kinesis records whose data is {"n": ...}: the numbers per partition key, in delivery order."""
+    out: dict[str, list[int]] = collections.defaultdict(list)
+    for r in records:
+        out[r["kinesis"]["partitionKey"]].append(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"])
+    return out
 
 
 def respond_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -5,7 +5,6 @@ replica frozen past its TTL cannot write a checkpoint when it wakes (DESIGN §7;
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import json
 import os
@@ -22,7 +21,7 @@ from broker.config.models import EventSourceMapping
 from broker.config.rules import mapping_uuid
 from broker.embedded import RedisServer, _wait_for_port, free_port
 from tests.conftest import broker_settings
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import keyed, wait_until
 from tests.servers import Aws, MotoServer, RecordingTarget, create_stream, put_records, stream_arn
 
 LEASE_TTL = 2.0
@@ -75,11 +74,9 @@ async def owners(redis_server: RedisServer) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in owner.items() if float(expiry.get(k, b"0")) > now}
 
 
+
 def per_key(target: RecordingTarget) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = collections.defaultdict(list)
-    for r in target.records():
-        out[r["kinesis"]["partitionKey"]].append(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"])
-    return out
+    return keyed(target.records())
 
 
 async def _flush(redis_server: RedisServer) -> None:

@@ -3,24 +3,17 @@ null iterator, and per-key order across a split with records in parent and child
 
 from __future__ import annotations
 
-import base64
-import collections
 import json
 from typing import Any
 
 from tests.conftest import BrokerRunner
-from tests.integration.helpers import function, wait_until
+from tests.integration.helpers import function, keyed, wait_until
 from tests.servers import Aws, Kinesalite, RecordingTarget, put_records, stream_arn, wait_active
 
 FAST = {"kinesis_poll_interval_seconds": 0.2, "kinesis_min_read_interval_seconds": 0.0,
         "stream_discovery_interval_seconds": 0.5}
 
 
-def keyed(records: list[dict[str, Any]]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = collections.defaultdict(list)
-    for r in records:
-        out[r["kinesis"]["partitionKey"]].append(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"])
-    return out
 
 
 async def test_split_parent_before_children(kinesalite: Kinesalite, kinesalite_broker: BrokerRunner,

@@ -4,7 +4,6 @@ filters (spec §1.2-§1.4, §2.3, §3.2)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import json
 import random
@@ -14,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.conftest import BrokerRunner, metric
-from tests.integration.helpers import function, respond_json, wait_until
+from tests.integration.helpers import function, keyed, respond_json, wait_until
 from tests.servers import ACCOUNT, REGION, Aws, Call, RecordingTarget, create_stream, put_records, stream_arn
 
 FAST = {"kinesis_poll_interval_seconds": 0.2, "kinesis_min_read_interval_seconds": 0.0,
@@ -25,11 +24,6 @@ def mapping(name: str, **extra: Any) -> dict[str, Any]:
     return {"FunctionName": "f", "EventSourceArn": stream_arn(name), "StartingPosition": "TRIM_HORIZON", **extra}
 
 
-def keyed(items: list[dict[str, Any]]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = collections.defaultdict(list)
-    for r in items:
-        out[r["kinesis"]["partitionKey"]].append(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"])
-    return out
 
 
 async def test_record_shape_and_order_per_shard(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:

@@ -5,20 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-import redis.asyncio as aioredis
-
-from broker.embedded import RedisServer
 from broker.sources.checkpoints import CheckpointStore
 from broker.sources.leases import LeaseTable
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> Any:
-    client = aioredis.from_url(redis_server.url)
-    await client.flushall()
-    yield client
-    await client.aclose()
 
 
 async def test_one_holder_at_a_time_and_epochs_fence(redis: Any) -> None:

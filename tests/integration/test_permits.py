@@ -30,14 +30,6 @@ from tests.servers import Aws, Call, MotoServer, RecordingTarget, create_stream,
 ACQUIRE_LUA = (Path(__file__).resolve().parents[2] / "broker" / "concurrency" / "scripts" / "acquire.lua").read_text()
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> Any:
-    client = aioredis.from_url(redis_server.url)
-    await client.flushall()
-    yield client
-    await client.aclose()
-
-
 def permits(redis: Any, limit: int, ttl: float = 30.0, replica: str = "r") -> Permits:
     return Permits(redis, lambda name: Pool(f"{{broker:fn:{name}}}:permits", limit, RESERVED_REASON),
                    clock=SystemClock(), replica=replica, ttl_seconds=ttl)

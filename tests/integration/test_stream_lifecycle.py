@@ -22,18 +22,13 @@ from aiohttp import web
 
 from broker.embedded import RedisServer, free_port
 from tests.conftest import BrokerRunner, broker_settings
-from tests.integration.helpers import function, respond_json, wait_until
+from tests.integration.helpers import function, keyed, respond_json, wait_until
 from tests.servers import Aws, Call, MotoServer, RecordingTarget, create_stream, put_records, stream_arn
 
 FAST = {"kinesis_poll_interval_seconds": 0.2, "kinesis_min_read_interval_seconds": 0.0,
         "stream_discovery_interval_seconds": 0.5}
 
 
-def keyed(records: list[dict[str, Any]]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = collections.defaultdict(list)
-    for r in records:
-        out[r["kinesis"]["partitionKey"]].append(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"])
-    return out
 
 
 def mapping(name: str, **extra: Any) -> dict[str, Any]:
