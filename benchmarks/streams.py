@@ -71,13 +71,13 @@ def target_stats(url: str) -> dict[str, Any]:
 
 
 def broker_config(workdir: Path, name: str, endpoint: str, target: str, stream: str, *, batch: int,
-                  position: str = "TRIM_HORIZON") -> tuple[Path, int]:
+                  position: str = "TRIM_HORIZON", idle_max: float = 0.0) -> tuple[Path, int]:
     port = free_port()
     path = workdir / f"{name}.yaml"
     path.write_text(json.dumps({
         "broker": {"aws_endpoint_url": endpoint, "redis_url": "embedded", "data_dir": str(workdir / name),
                    "api": {"host": "127.0.0.1", "port": port}, "log_level": "warning",
-                   "stream_discovery_interval_seconds": 300},
+                   "stream_discovery_interval_seconds": 300, "stream_idle_poll_max_seconds": idle_max},
         "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},
         "event_source_mappings": [{"FunctionName": "bench", "BatchSize": batch, "StartingPosition": position,
                                    "EventSourceArn": f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}"}],
@@ -177,12 +177,14 @@ def latency(endpoint: str, target: str, workdir: Path) -> None:
           f"({len(lat)} records; p50 = {p50:.2f}x the poll interval)", flush=True)
 
 
-def idle(endpoint: str, target: str, workdir: Path, shards: int) -> None:
+def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float) -> None:
     client = kinesis(endpoint)
-    create(client, "idle", shards)
-    config, port = broker_config(workdir, "idle", endpoint, target, "idle", batch=100, position="LATEST")
+    name = f"idle{int(idle_max)}"
+    create(client, name, shards)
+    config, port = broker_config(workdir, name, endpoint, target, name, batch=100, position="LATEST",
+                                 idle_max=idle_max)
     proc = run_broker(config, port)
-    time.sleep(15)  # every shard consumer started and polling
+    time.sleep(15 + idle_max)  # every shard consumer started and settled into its idle pace
     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
     time.sleep(30)
     cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
@@ -190,8 +192,9 @@ def idle(endpoint: str, target: str, workdir: Path, shards: int) -> None:
                       if line.startswith("VmRSS")))
     proc.terminate()
     proc.wait()
-    print(f"idle: {shards} shards: RSS {rss_kb / 1024:.0f} MB, CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core",
-          flush=True)
+    pace = f"stream_idle_poll_max_seconds={idle_max:g}" if idle_max else "polled every 1 s like Lambda"
+    print(f"idle: {shards} shards ({pace}): RSS {rss_kb / 1024:.0f} MB, "
+          f"CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core", flush=True)
 
 
 def main() -> None:
@@ -200,7 +203,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--idle-shards", type=int, default=1000)
     args = parser.parse_args()
-    kl, endpoint = start_kinesalite(max(args.idle_shards, args.shards))
+    kl, endpoint = start_kinesalite(max(2 * args.idle_shards, args.shards))
     tport = free_port()
     tproc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "target.py"), str(tport)])
     target = f"http://127.0.0.1:{tport}/invoke"
@@ -210,7 +213,8 @@ def main() -> None:
             throughput(endpoint, target, Path(tmp), args.records, args.shards)
             latency(endpoint, target, Path(tmp))
             if args.idle_shards:
-                idle(endpoint, target, Path(tmp), args.idle_shards)
+                idle(endpoint, target, Path(tmp), args.idle_shards, 0.0)
+                idle(endpoint, target, Path(tmp), args.idle_shards, 30.0)
     finally:
         for p in (kl, tproc):
             p.terminate()

@@ -244,7 +244,7 @@ class App:
             leases=LeaseTable(self._redis, esm.UUID, self.replica_id, s.lease_ttl_seconds), sender=self._sender,
             metrics=self.metrics, clock=self.clock,
             settings=StreamSettings(
-                poll_interval_seconds=poll,
+                poll_interval_seconds=poll, idle_poll_max_seconds=s.stream_idle_poll_max_seconds,
                 min_read_interval_seconds=s.kinesis_min_read_interval_seconds if kind is SourceKind.KINESIS else 0,
                 backoff_base_seconds=s.retry_backoff_base_seconds,
                 backoff_max_seconds=s.retry_backoff_max_seconds),

@@ -75,6 +75,7 @@ class ShutdownReason(enum.IntEnum):
 @dataclass(frozen=True)
 class StreamSettings:
     poll_interval_seconds: float = 1.0
+    idle_poll_max_seconds: float = 0.0  # > poll interval: an idle shard's polls slow down to this
     min_read_interval_seconds: float = 0.2  # Kinesis allows 5 GetRecords per second per shard
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
@@ -265,11 +266,19 @@ class ShardConsumer:
                     self._read_to_end = True
                     break
                 iterator = result.next_iterator
-                if not result.records and not await self._sleep(self._settings.poll_interval_seconds):
+                if not result.records and not await self._sleep(self._idle_pause(empty_reads)):
                     break
         finally:
             for lane in self._lanes:
                 lane.close()
+
+    def _idle_pause(self, empty_reads: int) -> float:
+        """Lambda polls an idle shard every poll interval; with ``idle_poll_max_seconds`` set the
+        pause doubles per empty read up to that cap (cheaper for many idle shards, slower to notice
+        the first record after a quiet spell)."""
+        base = self._settings.poll_interval_seconds
+        cap = max(base, self._settings.idle_poll_max_seconds)
+        return float(min(cap, base * 2.0 ** min(max(0, empty_reads - 1), 30)))
 
     def _at_end(self, empty_reads: int) -> bool:
         """A closed shard read to its end. Services that never return a null iterator (the AWS

@@ -124,3 +124,13 @@ async def test_a_finished_shard_is_not_read_again() -> None:
     assert stream.opened == []
 
 
+
+
+def test_idle_pause_is_lambdas_interval_unless_a_cap_is_set() -> None:
+    """Default: every empty read waits the poll interval; with a cap the pause doubles up to it."""
+    stream = StreamTwin(1, expire_after=100)
+    default = consumer(stream, Recorder(), MemoryCheckpoints())
+    assert [default._idle_pause(n) for n in (1, 2, 5, 50)] == [0.01, 0.01, 0.01, 0.01]
+    capped = consumer(stream, Recorder(), MemoryCheckpoints())
+    capped._settings = StreamSettings(poll_interval_seconds=1.0, idle_poll_max_seconds=30.0)
+    assert [capped._idle_pause(n) for n in (1, 2, 3, 5, 6, 50)] == [1.0, 2.0, 4.0, 16.0, 30.0, 30.0]
