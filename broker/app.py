@@ -29,6 +29,7 @@ from broker.api import invoke as invoke_api
 from broker.arns import function_arn, parse_arn, source_kind
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
+from broker.aws import AwsClients, call
 from broker.clock import Clock, SystemClock
 from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
@@ -41,7 +42,6 @@ from broker.invoking.base import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
-from broker.sources.aws import AwsClients, call
 from broker.sources.checkpoints import CheckpointStore
 from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService

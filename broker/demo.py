@@ -9,10 +9,10 @@ from typing import Any
 
 import structlog
 
+from broker.aws import AwsClients, call
 from broker.clock import Clock
 from broker.config.models import LocalResources
 from broker.errors import AwsError
-from broker.sources.aws import AwsClients, call
 
 log = structlog.get_logger("broker.demo")
 

@@ -3,8 +3,8 @@
     BrokerError                      retryable: bool (class attribute, may be overridden per instance)
     ├── ConfigError                  bad config file; carries every issue with its path
     ├── StartupError                 the world does not match the config (queue missing, timeout > visibility)
-    ├── StateStoreError              Redis failed (translated in sources/checkpoints.py); retryable
-    ├── AwsError                     an AWS call failed (translated once, in sources/aws.py)
+    ├── StateStoreError              Redis failed (translated in redis_state.py); retryable
+    ├── AwsError                     an AWS call failed (translated once, in aws.py)
     │   └── AwsThrottled             throttled / limit exceeded / transient service fault (retryable)
     └── InvokeError                  a target could not be invoked (never a function error: those are results)
         ├── TargetThrottled          429/503 from the target: retried without spending attempts

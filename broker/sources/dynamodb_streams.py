@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.sources.aws import call
+from broker.aws import call
 from broker.sources.records import dynamodb_record
 from broker.sources.streams import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord

@@ -7,8 +7,8 @@ import datetime as dt
 import json
 from typing import Any
 
+from broker.aws import call
 from broker.batching.filtering import decode_json_object
-from broker.sources.aws import call
 from broker.sources.records import kinesis_record
 from broker.sources.streams import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord

@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from broker.aws import call
 from broker.batching.filtering import RecordFilter, decode_json_object
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
@@ -46,7 +47,6 @@ from broker.config.models import EventSourceMapping
 from broker.errors import BrokerError, InvokeError, TargetThrottled
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
-from broker.sources.aws import call
 from broker.sources.records import sqs_record
 from broker.types import InvokeResult, SqsMessage
 

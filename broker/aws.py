@@ -1,5 +1,7 @@
 """AWS clients, and the one boundary where botocore/aiohttp errors become ``errors.py`` errors.
 
+Shared by the sources (SQS, Kinesis, DynamoDB Streams) and the destinations, so it sits below both.
+
 Transport retries are tenacity's (botocore's own retries are off), driven by ``retryable``.
 """
 
