@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 from broker import __version__
 from broker.errors import BrokerError, ConfigError
@@ -48,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     return _run(config, args.config)
 
 
+def _event_loop_runner() -> Any:
+    """uvloop where it is installed (about twice aiohttp's request rate), else asyncio's own loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _run(config: object, path: str) -> int:
     from broker.app import App  # noqa: PLC0415
     from broker.config.models import Config  # noqa: PLC0415
@@ -65,7 +75,7 @@ def _run(config: object, path: str) -> int:
         await app.run()
 
     try:
-        asyncio.run(serve())
+        _event_loop_runner()(serve())
     except BrokerError as exc:
         log.error("startup_failed", error=str(exc))
         print(f"broker: {exc}", file=sys.stderr)
