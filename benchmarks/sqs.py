@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,26 +29,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from broker.embedded import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "000000000000"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+def wait_port(port: int) -> None:
+    wait_for_port(port, timeout=30)
 
 
 def sqs_call(endpoint: str, op: str, body: dict[str, Any]) -> Any:

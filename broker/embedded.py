@@ -6,12 +6,12 @@ the ``local`` extra, never to the production image.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class RedisServer:
             # Its own session: a Ctrl-C on the terminal must reach the broker only, which drains
             # (and still needs Redis for that) before it stops this server.
             start_new_session=True)
-        _wait_for_port(self.port, self._proc, "redis-server")
+        wait_for_port(self.port, self._proc, "redis-server")
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -81,10 +81,9 @@ class RedisServer:
         self._proc = None
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str,
-                   timeout: float = 15.0) -> None:
-    import time  # noqa: PLC0415
-
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, what: str = "server",
+                  timeout: float = 15.0) -> None:
+    """Block until something listens on the loopback ``port``; StartupError if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -119,14 +118,10 @@ class EmbeddedAws:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        _wait_for_port(self.port, None, "AWS emulator")
+        wait_for_port(self.port, None, "AWS emulator")
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
 
-
-async def start_in_thread(fn: Any) -> None:
-    """Run a blocking start/stop off the event loop."""
-    await asyncio.get_running_loop().run_in_executor(None, fn)

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 from aiohttp import web
 
-from broker.embedded import _wait_for_port, free_port
+from broker.embedded import free_port, wait_for_port
 
 ACCOUNT = "000000000000"
 REGION = "us-east-1"
@@ -41,7 +41,7 @@ class MotoServer:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(self.port, self._proc, "moto_server", timeout=60)
+        wait_for_port(self.port, self._proc, "moto_server", timeout=60)
 
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
@@ -235,7 +235,7 @@ class Kinesalite:
         self._proc = subprocess.Popen(
             ["node", str(script), "--port", str(self.port), "--createStreamMs", "10", "--updateStreamMs", "10",
              "--deleteStreamMs", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(self.port, self._proc, "kinesalite", timeout=30)
+        wait_for_port(self.port, self._proc, "kinesalite", timeout=30)
 
     def stop(self) -> None:
         if self._proc:

@@ -59,7 +59,9 @@ class AsyncWorker:
         self._consumer = consumer or socket.gethostname()
         self._stop = asyncio.Event()
         reserved = config.ReservedConcurrentExecutions
-        self._slots = asyncio.Semaphore(max(1, min(settings.concurrency, reserved or settings.concurrency)))
+        self._capacity = max(1, min(settings.concurrency, reserved or settings.concurrency))
+        self._slots = asyncio.Semaphore(self._capacity)
+        self._in_flight = 0
         self._metrics = metrics
         name = function.name
         self._m_age = metrics.async_event_age.labels(name)
@@ -104,6 +106,7 @@ class AsyncWorker:
 
     async def _start(self, group: asyncio.TaskGroup, event: AsyncEvent) -> None:
         await self._slots.acquire()
+        self._in_flight += 1
         group.create_task(self._guarded(event))
 
     async def _guarded(self, event: AsyncEvent) -> None:
@@ -112,6 +115,7 @@ class AsyncWorker:
         except BrokerError as exc:  # Redis hiccup: the entry stays pending and is claimed again
             log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
         finally:
+            self._in_flight -= 1
             self._slots.release()
 
     # ------------------------------------------------------------------ one event

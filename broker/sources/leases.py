@@ -57,8 +57,3 @@ class LeaseTable:
     async def beat(self, *, leaving: bool = False) -> int:
         """Mark this replica alive (or gone); returns how many replicas are alive."""
         return int(await self._run(self._beat, [self._replicas], [self.replica, 0 if leaving else self._ttl_ms]))
-
-    @translated
-    async def owners(self) -> dict[str, str]:
-        raw = await self._redis.hgetall(self.keys[0])
-        return {k.decode(): v.decode() for k, v in raw.items()}

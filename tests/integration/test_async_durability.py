@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import yaml
 from aiohttp import web
 
-from broker.embedded import RedisServer, _wait_for_port, free_port
+from broker.embedded import RedisServer, free_port, wait_for_port
 from tests.conftest import broker_settings
 from tests.integration.helpers import respond_json
 from tests.servers import Aws, Call, MotoServer, RecordingTarget
@@ -73,4 +73,4 @@ async def test_sigkill_with_events_queued_loses_nothing(redis_server: RedisServe
 
 
 def _wait_port(port: int) -> None:
-    _wait_for_port(port, None, "broker", timeout=30)
+    wait_for_port(port, None, "broker", timeout=30)

@@ -19,7 +19,7 @@ import yaml
 
 from broker.config.models import EventSourceMapping
 from broker.config.rules import mapping_uuid
-from broker.embedded import RedisServer, _wait_for_port, free_port
+from broker.embedded import RedisServer, free_port, wait_for_port
 from tests.conftest import broker_settings
 from tests.integration.helpers import keyed, wait_until
 from tests.servers import Aws, MotoServer, RecordingTarget, create_stream, put_records, stream_arn
@@ -50,7 +50,7 @@ class Cluster:
         self.procs[replica] = subprocess.Popen([sys.executable, "-m", "broker", "run", "-c", str(path)],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                                env=dict(os.environ))
-        _wait_for_port(port, self.procs[replica], replica, timeout=30)
+        wait_for_port(port, self.procs[replica], replica, timeout=30)
 
     def signal(self, replica: str, sig: int) -> None:
         self.procs[replica].send_signal(sig)

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from broker.clock import SystemClock
 from broker.concurrency.semaphore import RESERVED_REASON, PermitLost, Permits, Pool
-from broker.embedded import RedisServer, _wait_for_port, free_port
+from broker.embedded import RedisServer, free_port, wait_for_port
 from broker.errors import TargetThrottled
 from tests.conftest import broker_settings
 from tests.integration.helpers import respond_json
@@ -135,7 +135,7 @@ async def test_limit_holds_across_three_replicas(redis_server: RedisServer, moto
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ)))
     try:
         for port in ports:
-            await asyncio.to_thread(_wait_for_port, port, None, "broker", 30)
+            await asyncio.to_thread(wait_for_port, port, None, "broker", 30)
         statuses: list[tuple[int, dict[str, Any]]] = []
         async with aiohttp.ClientSession() as http:
             async def sync_invoke(port: int) -> None:
