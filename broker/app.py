@@ -42,6 +42,7 @@ from broker.invoking.base import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
+from broker.redis_state import AutoPipeline
 from broker.sources.checkpoints import CheckpointStore
 from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService
@@ -72,6 +73,7 @@ class App:
         self._stopping = asyncio.Event()
         self._draining = False
         self._redis: aioredis.Redis | None = None
+        self._pipeline: AutoPipeline | None = None
         self._aws: AwsClients | None = None
         self._sender: DestinationSender | None = None
         self.queues: dict[str, AsyncQueue] = {}
@@ -99,8 +101,10 @@ class App:
             self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
                 redis_url, max_connections=64, timeout=10))
             stack.push_async_callback(self._redis.aclose)
+            self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
+            stack.push_async_callback(self._pipeline.aclose)
             self._permits = Permits(self._redis, self._pool, clock=self.clock, replica=self.replica_id,
-                                    ttl_seconds=settings.permit_ttl_seconds)
+                                    ttl_seconds=settings.permit_ttl_seconds, pipeline=self._pipeline)
             self._aws = AwsClients(region=settings.region, endpoint_url=endpoint,
                                    max_pool_connections=min(settings.sqs_max_pollers + 50, 1000))
             stack.push_async_callback(self._aws.aclose)
@@ -316,7 +320,7 @@ class App:
         assert self._http is not None
         assert self._redis is not None
         self.functions[name] = await self._build_function(name, fn, self._http)
-        self.queues[name] = AsyncQueue(self._redis, name)
+        self.queues[name] = AsyncQueue(self._redis, name, self._pipeline)
         self.invokables[name] = invoke_api.Invokable(self.functions[name], self.queues[name],
                                                      fn.ReservedConcurrentExecutions)
 

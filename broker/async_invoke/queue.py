@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateStoreError
-from broker.redis_state import lua, translated
+from broker.redis_state import AutoPipeline, lua, translated
 
 GROUP = "workers"
 
@@ -54,8 +54,9 @@ class AsyncEvent:
 class AsyncQueue:
     """The queue of one function."""
 
-    def __init__(self, redis: Any, function: str) -> None:
+    def __init__(self, redis: Any, function: str, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
+        self._pipeline = pipeline or AutoPipeline(redis)  # concurrent enqueues and finishes share round trips
         tag = f"{{broker:fn:{function}}}"
         self.stream = f"{tag}:events"
         self.delayed = f"{tag}:delayed"
@@ -75,7 +76,7 @@ class AsyncQueue:
     @translated
     async def enqueue(self, request_id: str, payload: str) -> str:
         """Durably accept an event; returns its stream entry id."""
-        entry = await self._redis.xadd(self.stream, {"e": AsyncEvent(request_id, payload).document()})
+        entry = await self._pipeline.execute("XADD", self.stream, "*", "e", AsyncEvent(request_id, payload).document())
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     @translated
@@ -93,8 +94,8 @@ class AsyncQueue:
 
     @translated
     async def retry_later(self, event: AsyncEvent, delay_seconds: float) -> None:
-        await self._schedule(keys=[self.stream, self.delayed],
-                             args=[GROUP, event.entry_id, event.document(), int(delay_seconds * 1000)])
+        await self._pipeline.script(self._schedule, [self.stream, self.delayed],
+                                    [GROUP, event.entry_id, event.document(), int(delay_seconds * 1000)])
 
     @translated
     async def promote_due(self, limit: int = 100) -> int:
@@ -102,7 +103,7 @@ class AsyncQueue:
 
     @translated
     async def finish(self, event: AsyncEvent) -> None:
-        await self._finish(keys=[self.stream], args=[GROUP, event.entry_id])
+        await self._pipeline.script(self._finish, [self.stream], [GROUP, event.entry_id])
 
     @translated
     async def depth(self) -> int:

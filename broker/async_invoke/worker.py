@@ -90,7 +90,7 @@ class AsyncWorker:
                             await self._start(group, event)
                         self._m_depth.set(await self._queue.depth())
                     rounds += 1
-                    free = self._slots._value
+                    free = self._capacity - self._in_flight
                     if free == 0:
                         await self._wait_for_slot()
                         continue

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
-from broker.redis_state import lua, translated
+from broker.redis_state import AutoPipeline, lua, translated
 
 log = structlog.get_logger("broker.permits")
 ACCOUNT_POOL = "{broker:account}:permits"
@@ -43,8 +43,9 @@ class Pool:
 
 class Permits:
     def __init__(self, redis: Any, pools: Callable[[str], Pool], *, clock: Clock, replica: str,
-                 ttl_seconds: float = 30.0) -> None:
+                 ttl_seconds: float = 30.0, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
+        self._pipeline = pipeline or AutoPipeline(redis)  # acquires and releases of concurrent work go together
         self._pools = pools
         self._clock = clock
         self._replica = replica
@@ -69,7 +70,7 @@ class Permits:
             raise TargetThrottled(f"{function}: concurrency is 0", reason=pool.reason)
         holder = f"{self._replica}:{uuid.uuid4().hex}"
         try:
-            granted, used = await self._acquire(keys=[pool.key], args=[holder, pool.limit, self._ttl_ms])
+            granted, used = await self._pipeline.script(self._acquire, [pool.key], [holder, pool.limit, self._ttl_ms])
         except (RedisError, OSError) as exc:
             raise StateStoreError(f"redis: {exc}") from exc
         if not granted:
@@ -98,7 +99,7 @@ class Permits:
                     await renewer
             if not lost.is_set():
                 with contextlib.suppress(RedisError, OSError):
-                    await self._release(keys=[pool.key], args=[holder])
+                    await self._pipeline.script(self._release, [pool.key], [holder])
 
     async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], lost: asyncio.Event) -> None:
         """Renew now (a third of the TTL has passed) and every third of it after that."""
