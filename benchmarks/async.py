@@ -93,7 +93,7 @@ async def measure(args: argparse.Namespace, url: str, target: str) -> None:
 
     delivered = 0
     rounds: list[tuple[float, float, float, float]] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
         for n in range(args.rounds):
             rate, lat, first = await burst(http, url, args.events, args.concurrency)
             delivered += args.events

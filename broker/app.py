@@ -263,7 +263,7 @@ class App:
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, s.api.host, s.api.port)
+        site = web.TCPSite(runner, s.api.host, s.api.port, backlog=1024)  # bursts of new connections wait, not reset
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -36,6 +36,12 @@ from broker.observability.metrics import Metrics
 log = structlog.get_logger("broker.async")
 
 
+# Events taken per read. The worker shares the event loop with the Invoke API: a read of 64 started
+# 64 invocations in one loop pass and held the API's 202s behind them (benchmarks/async.py: burst
+# p99 70 ms, 5,200 accepted/s; with reads of 8: 19 ms, 6,300/s, and more end to end too).
+READ_CHUNK = 8
+
+
 @dataclass(frozen=True)
 class AsyncSettings:
     retry_delays_seconds: tuple[float, ...] = (60.0, 120.0)
@@ -94,7 +100,8 @@ class AsyncWorker:
                     if free == 0:
                         await self._wait_for_slot()
                         continue
-                    for event in await self._queue.read(self._consumer, free, self._settings.poll_block_ms):
+                    chunk = min(free, READ_CHUNK)
+                    for event in await self._queue.read(self._consumer, chunk, self._settings.poll_block_ms):
                         await self._start(group, event)
                 except BrokerError as exc:
                     log.warning("async_queue_unavailable", error=str(exc))
