@@ -26,7 +26,9 @@ from aiohttp import web
 from broker import __version__, demo
 from broker.api import health, mappings
 from broker.api import invoke as invoke_api
+from broker.api import invoke_config as invoke_config_api
 from broker.arns import function_arn, parse_arn, source_kind
+from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.aws import AwsClients, call
@@ -261,6 +263,7 @@ class App:
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
                                        account=s.account_id))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
+        app.add_routes(invoke_config_api.routes(self.invokables, region=s.region, account=s.account_id))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, s.api.host, s.api.port, backlog=1024)  # bursts of new connections wait, not reset
@@ -321,8 +324,10 @@ class App:
         assert self._redis is not None
         self.functions[name] = await self._build_function(name, fn, self._http)
         self.queues[name] = AsyncQueue(self._redis, name, self._pipeline)
+        from_file = fn.EventInvokeConfig if "EventInvokeConfig" in fn.model_fields_set else None
+        store = InvokeConfigStore(self._redis, name, from_file, clock=self.clock, loaded_at=self.clock.time())
         self.invokables[name] = invoke_api.Invokable(self.functions[name], self.queues[name],
-                                                     fn.ReservedConcurrentExecutions)
+                                                     fn.ReservedConcurrentExecutions, store)
 
     def _start_worker(self, name: str) -> None:
         assert self._sender is not None
@@ -332,7 +337,8 @@ class App:
                                  backoff_max_seconds=s.retry_backoff_max_seconds, concurrency=s.async_concurrency,
                                  claim_idle_seconds=s.async_claim_idle_seconds)
         worker = AsyncWorker(function=self.functions[name], config=self.config.functions[name],
-                             queue=self.queues[name], sender=self._sender, metrics=self.metrics, clock=self.clock,
+                             queue=self.queues[name], invoke_config=self.invokables[name].invoke_config,
+                             sender=self._sender, metrics=self.metrics, clock=self.clock,
                              settings=settings, consumer=self.replica_id)
         self._workers[name] = worker
         self._spawn(f"worker:{name}", worker.run())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.api.errors import aws_error
+from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.concurrency.semaphore import ACCOUNT_REASON, RESERVED_REASON
 from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
@@ -33,6 +34,7 @@ class Invokable:
     function: Function
     queue: AsyncQueue
     reserved: int | None
+    invoke_config: InvokeConfigStore
 
 
 def resolve_name(raw: str, account: str) -> tuple[str, str | None]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncEvent, AsyncQueue
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
@@ -54,11 +55,12 @@ class AsyncSettings:
 
 class AsyncWorker:
     def __init__(self, *, function: Function, config: FunctionConfig, queue: AsyncQueue,
-                 sender: DestinationSender, metrics: Metrics, clock: Clock, settings: AsyncSettings,
-                 consumer: str | None = None) -> None:
+                 invoke_config: InvokeConfigStore, sender: DestinationSender, metrics: Metrics, clock: Clock,
+                 settings: AsyncSettings, consumer: str | None = None) -> None:
         self._function = function
         self._config = config
         self._queue = queue
+        self._invoke_config = invoke_config  # EventInvokeConfig: the file's or the API's, read each second
         self._sender = sender
         self._clock = clock
         self._settings = settings
@@ -90,6 +92,7 @@ class AsyncWorker:
             rounds = 0
             while not self._stop.is_set():
                 try:
+                    await self._invoke_config.refresh()
                     await self._queue.promote_due()
                     if rounds % 10 == 0:
                         for event in await self._queue.reclaim(self._consumer, claim_ms, 100):
@@ -131,7 +134,7 @@ class AsyncWorker:
         return self._clock.time() - event.enqueued_ms / 1000
 
     async def _handle(self, event: AsyncEvent) -> None:
-        cfg = self._config.EventInvokeConfig
+        cfg = self._invoke_config.current
         if event.outcome:  # decided earlier; only the delivery is owed
             await self._conclude(event, event.outcome)
             return
@@ -164,7 +167,7 @@ class AsyncWorker:
         await self._retry_or_expire(event, delays[min(event.attempts - 1, len(delays) - 1)], reason="FunctionError")
 
     async def _retry_or_expire(self, event: AsyncEvent, delay: float, *, reason: str) -> None:
-        if self._age(event) + delay > self._config.EventInvokeConfig.MaximumEventAgeInSeconds:
+        if self._age(event) + delay > self._invoke_config.current.MaximumEventAgeInSeconds:
             await self._conclude(event, "EventAgeExceeded")
             return
         log.info("async_retry_scheduled", request_id=event.request_id, delay_seconds=round(delay, 3), reason=reason,
@@ -187,7 +190,7 @@ class AsyncWorker:
         await self._queue.finish(event)
 
     async def _deliver(self, event: AsyncEvent, condition: str) -> bool:
-        dest = self._config.EventInvokeConfig.DestinationConfig
+        dest = self._invoke_config.current.DestinationConfig
         target = (dest.OnSuccess if condition == "Success" else dest.OnFailure) if dest else None
         ok = True
         if condition != "Success" and self._config.DeadLetterConfig and self._config.DeadLetterConfig.TargetArn:

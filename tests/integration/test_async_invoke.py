@@ -35,10 +35,10 @@ def _close_clients() -> Iterator[None]:
         _clients.pop().close()
 
 
-def lambda_client(app: Any) -> Any:
+def lambda_client(app: Any, *, parameter_validation: bool = True) -> Any:
     client = boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{app.api_port}", region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=Config(retries={"max_attempts": 0}))
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=Config(retries={"max_attempts": 0}, parameter_validation=parameter_validation))
     _clients.append(client)
     return client
 

@@ -1,0 +1,178 @@
+"""Lambda's EventInvokeConfig API (spec §5.3) under ``/2019-09-25/functions/{FunctionName}/event-invoke-config``:
+PUT (replace), POST (update given fields), GET, DELETE, and ``GET .../list``. Codes, messages and
+shapes follow Lambda, so boto3's ``put_function_event_invoke_config`` and friends work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from broker.api.errors import aws_error
+from broker.api.invoke import Invokable, resolve_name
+from broker.arns import is_fifo, parse_arn
+from broker.async_invoke.invoke_config import FIELDS, StoredConfig
+from broker.errors import BrokerError
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+_PATH = "/2019-09-25/functions/{name}/event-invoke-config"
+_RANGES = {"MaximumRetryAttempts": (0, 2), "MaximumEventAgeInSeconds": (60, 21600)}
+_SERVICES = {"OnSuccess": ("sqs", "sns", "lambda", "events"), "OnFailure": ("sqs", "sns", "lambda", "events", "s3")}
+
+
+def shape(stored: StoredConfig, function_arn: str) -> dict[str, Any]:
+    """``FunctionEventInvokeConfig``: omitted settings stay absent; DestinationConfig always shown."""
+    dest = stored.settings.get("DestinationConfig") or {}
+    out: dict[str, Any] = {"LastModified": stored.last_modified, "FunctionArn": f"{function_arn}:$LATEST"}
+    out.update({k: stored.settings[k] for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds")
+                if k in stored.settings})
+    out["DestinationConfig"] = {kind: dict(dest.get(kind) or {}) for kind in ("OnSuccess", "OnFailure")}
+    return out
+
+
+def _validation_error(field: str, value: Any, constraint: str) -> web.Response:
+    return aws_error(400, "ValidationException",
+                     f"1 validation error detected: Value '{value}' at '{field[0].lower() + field[1:]}' "
+                     f"failed to satisfy constraint: {constraint}")
+
+
+def _check(body: Any, name: str) -> dict[str, Any] | web.Response:
+    """The request's settings, or Lambda's error for them."""
+    if not isinstance(body, dict):
+        return aws_error(400, "InvalidRequestContentException", "The request body must be a JSON object")
+    for field, (low, high) in _RANGES.items():
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            return _validation_error(field, value, "Member must be an integer")
+        if value < low:
+            return _validation_error(field, value, f"Member must have value greater than or equal to {low}")
+        if value > high:
+            return _validation_error(field, value, f"Member must have value less than or equal to {high}")
+    dest = body.get("DestinationConfig")
+    if dest is not None:
+        problem = _check_destinations(dest, name)
+        if problem:
+            return problem
+    return {k: body[k] for k in FIELDS if body.get(k) is not None}
+
+
+def _check_destinations(dest: Any, name: str) -> web.Response | None:
+    if not isinstance(dest, dict) or set(dest) - set(_SERVICES):
+        return aws_error(400, "InvalidParameterValueException",
+                         "DestinationConfig may only have OnSuccess and OnFailure, each {\"Destination\": ARN}")
+    arns = {kind: (dest.get(kind) or {}).get("Destination") for kind in _SERVICES}
+    invalid = False
+    for kind, arn in arns.items():
+        if not arn:
+            continue
+        try:
+            parsed = parse_arn(arn)
+        except ValueError:
+            invalid = True
+            continue
+        if parsed.service == "lambda" and parsed.resource.split(":")[1:2] == [name]:
+            return aws_error(400, "InvalidParameterValueException",
+                             "You can't specify the function as a destination for itself.")
+        invalid = invalid or parsed.service not in _SERVICES[kind] or is_fifo(arn)
+    if invalid:
+        parts = {kind: f"{kind}(destination={arn})" if arn else "null" for kind, arn in arns.items()}
+        return aws_error(400, "InvalidParameterValueException",
+                         f"The provided destination config DestinationConfig(onSuccess={parts['OnSuccess']}, "
+                         f"onFailure={parts['OnFailure']}) is invalid.")
+    return None
+
+
+class _Api:
+    def __init__(self, functions: Mapping[str, Invokable], region: str, account: str) -> None:
+        self._functions = functions
+        self._region = region
+        self._account = account
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.put(_PATH, self._guarded(self.put)), web.post(_PATH, self._guarded(self.update)),
+                web.get(_PATH, self._guarded(self.get)), web.delete(_PATH, self._guarded(self.delete)),
+                web.get(_PATH + "/list", self._guarded(self.list_configs))]
+
+    @staticmethod
+    def _guarded(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def run(request: web.Request) -> web.Response:
+            try:
+                return await handler(request)
+            except BrokerError as exc:
+                return aws_error(500, "ServiceException", f"The config store is unavailable: {exc}",
+                                 error_type="Service")
+        return run
+
+    def _target(self, request: web.Request) -> tuple[str, Invokable | None]:
+        name, qualifier = resolve_name(request.match_info["name"], self._account)
+        qualifier = request.query.get("Qualifier", qualifier)
+        return name, self._functions.get(name) if qualifier in (None, "$LATEST") else None
+
+    def _no_config(self, name: str) -> web.Response:
+        arn = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}:$LATEST"
+        return aws_error(404, "ResourceNotFoundException", f"The function {arn} doesn't have an EventInvokeConfig")
+
+    @staticmethod
+    def _no_function() -> web.Response:
+        return aws_error(404, "ResourceNotFoundException", "The function doesn't exist.")
+
+    @staticmethod
+    async def _settings(request: web.Request, name: str) -> dict[str, Any] | web.Response:
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            return aws_error(400, "InvalidRequestContentException", "Could not parse request body into json")
+        settings = _check(body, name)
+        if isinstance(settings, dict) and not settings:
+            return aws_error(400, "InvalidParameterValueException",
+                             "You must specify at least one of error handling or destination setting.")
+        return settings
+
+    async def put(self, request: web.Request) -> web.Response:
+        name, fn = self._target(request)
+        if fn is None:
+            return self._no_function()
+        settings = await self._settings(request, name)
+        if isinstance(settings, web.Response):
+            return settings
+        return web.json_response(shape(await fn.invoke_config.put(settings), fn.function.arn))
+
+    async def update(self, request: web.Request) -> web.Response:
+        name, fn = self._target(request)
+        if fn is None:
+            return self._no_function()
+        settings = await self._settings(request, name)
+        if isinstance(settings, web.Response):
+            return settings
+        existing = await fn.invoke_config.get()
+        if existing is None:
+            return self._no_config(name)
+        return web.json_response(shape(await fn.invoke_config.put(existing.settings | settings), fn.function.arn))
+
+    async def get(self, request: web.Request) -> web.Response:
+        name, fn = self._target(request)
+        stored = await fn.invoke_config.get() if fn else None
+        return web.json_response(shape(stored, fn.function.arn)) if fn and stored else self._no_config(name)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name, fn = self._target(request)
+        if fn is None or await fn.invoke_config.get() is None:
+            return self._no_config(name)
+        await fn.invoke_config.delete()
+        return web.Response(status=204)
+
+    async def list_configs(self, request: web.Request) -> web.Response:
+        _, fn = self._target(request)
+        if fn is None:
+            return self._no_function()
+        stored = await fn.invoke_config.get()
+        return web.json_response({"FunctionEventInvokeConfigs": [shape(stored, fn.function.arn)] if stored else []})
+
+
+def routes(functions: Mapping[str, Invokable], *, region: str, account: str) -> list[web.RouteDef]:
+    return _Api(functions, region, account).routes()
