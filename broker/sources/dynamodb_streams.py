@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.aws import call
+from broker.aws import RAW, call, keep_raw_json
 from broker.sources.records import dynamodb_record
 from broker.sources.streams import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord
@@ -21,6 +21,7 @@ class DynamoDBStreamsService:
 
     def __init__(self, client: Any, *, arn: str, region: str) -> None:
         self._client = client
+        keep_raw_json(client, "GetRecords")  # attribute values as sent: binary ones stay base64, as Lambda shows them
         self.arn = arn
         self._region = region
 
@@ -46,8 +47,8 @@ class DynamoDBStreamsService:
         return str((await call(self._client.get_shard_iterator, **kwargs))["ShardIterator"])
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
-        response = await call(self._client.get_records, ShardIterator=iterator,
-                              Limit=max(1, min(limit, self.max_records_per_read)))
+        response = (await call(self._client.get_records, ShardIterator=iterator,
+                               Limit=max(1, min(limit, self.max_records_per_read))))[RAW]
         records = [self._wrap(raw) for raw in response.get("Records", [])]
         return ReadResult(records, response.get("NextShardIterator"))
 

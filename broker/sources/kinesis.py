@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from broker.aws import call
+from broker.aws import RAW, call, keep_raw_json
 from broker.batching.filtering import decode_json_object
 from broker.sources.records import kinesis_record
 from broker.sources.streams import ReadResult
@@ -23,6 +23,7 @@ class KinesisService:
 
     def __init__(self, client: Any, *, arn: str, region: str, identity_arn: str) -> None:
         self._client = client
+        keep_raw_json(client, "GetRecords")
         self.arn = arn
         self._stream_name = arn.split(":stream/", 1)[1]  # StreamName: what every Kinesis (and emulator) takes
         self._region = region
@@ -53,8 +54,8 @@ class KinesisService:
         return str((await call(self._client.get_shard_iterator, **kwargs))["ShardIterator"])
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
-        response = await call(self._client.get_records, ShardIterator=iterator,
-                              Limit=max(1, min(limit, self.max_records_per_read)))
+        response = (await call(self._client.get_records, ShardIterator=iterator,
+                               Limit=max(1, min(limit, self.max_records_per_read))))[RAW]
         records = [self._wrap(raw, shard_id) for raw in response.get("Records", [])]
         return ReadResult(records, response.get("NextShardIterator"), response.get("MillisBehindLatest"))
 

@@ -56,6 +56,20 @@ async def test_record_shape_insert_modify_remove(aws: Aws, broker: BrokerRunner,
     assert "NewImage" not in remove["dynamodb"]
 
 
+async def test_binary_attributes_arrive_base64(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
+    """B, BS and nested binary values reach the function as the base64 text the stream sent."""
+    arn = await create_table(aws, "blobs")
+    item = {"id": {"S": "b1"}, "blob": {"B": b"\x00\xffraw"}, "set": {"BS": [b"a", b"b"]},
+            "nested": {"M": {"inner": {"B": b"\x01"}}}}
+    await aws.call("dynamodb", "put_item", TableName="blobs", Item=item)
+    async with broker.run(function(target), [mapping(arn)], **FAST):
+        await target.wait_for(lambda calls: len(target.records()) >= 1)
+    image = target.records()[0]["dynamodb"]["NewImage"]
+    assert image["blob"] == {"B": "AP9yYXc="}
+    assert sorted(image["set"]["BS"]) == ["YQ==", "Yg=="]
+    assert image["nested"] == {"M": {"inner": {"B": "AQ=="}}}
+
+
 async def test_filter_with_type_descriptors_and_metadata(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
     """DynamoDB patterns need the type descriptor; metadata keys (eventName) filter too."""
     arn = await create_table(aws, "typed")
