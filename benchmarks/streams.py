@@ -5,7 +5,8 @@
 Runs on kinesalite (npm, started here under the machine's node; the AWS emulator's Kinesis slows as
 a stream grows) with an HTTP target that answers at once (benchmarks/target.py, its own process).
 1. Throughput: a pre-filled 4-shard stream drained by `broker run` (BatchSize 100) and by a bare
-   loop (per shard: GetRecords(100) -> POST -> next), steady-state records/s between 10% and 90%.
+   loop (per shard: GetRecords(2,000) -> POST each 100 -> next), steady-state records/s between
+   10% and 90%.
 2. Latency: one record every 50 ms; put -> target receipt, p50/p99, against the 1 s poll interval.
 3. Idle: the broker holding --idle-shards empty shards for 30 s: RSS and CPU share of a core.
 """
@@ -110,7 +111,8 @@ def steady_rate(target: str, before: int, count: int, pid: int) -> tuple[float, 
 
 
 async def baseline_worker(endpoint: str, stream: str, target: str) -> None:
-    """Per shard: GetRecords(100) -> POST -> next iterator; 1 s sleep when a read is empty."""
+    """Per shard: GetRecords(2,000, as the broker reads) -> POST each 100 in turn -> next iterator;
+    1 s sleep when a read is empty. No limits kept, no checkpoints, no record shaping."""
     import aiohttp
     from aiobotocore.session import get_session
 
@@ -123,14 +125,16 @@ async def baseline_worker(endpoint: str, stream: str, target: str) -> None:
             it = (await k.get_shard_iterator(StreamName=stream, ShardId=shard,
                                              ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
             while it:
-                resp = await k.get_records(ShardIterator=it, Limit=100)
+                resp = await k.get_records(ShardIterator=it, Limit=2000)
                 records = resp["Records"]
-                if records:
-                    body = json.dumps({"Records": [{"SequenceNumber": r["SequenceNumber"], "PartitionKey": r["PartitionKey"],
-                                                    "Data": base64.b64encode(r["Data"]).decode()} for r in records]})
+                for start in range(0, len(records), 100):
+                    body = json.dumps({"Records": [{"SequenceNumber": r["SequenceNumber"],
+                                                    "PartitionKey": r["PartitionKey"],
+                                                    "Data": base64.b64encode(r["Data"]).decode()}
+                                                   for r in records[start:start + 100]]})
                     async with http.post(target, data=body) as r:
                         await r.read()
-                else:
+                if not records:
                     await asyncio.sleep(1.0)
                 it = resp.get("NextShardIterator")
 
@@ -162,7 +166,7 @@ def throughput(endpoint: str, target: str, workdir: Path, records: int, shards: 
 def latency(endpoint: str, target: str, workdir: Path) -> None:
     client = kinesis(endpoint)
     create(client, "lat", 1)
-    config, port = broker_config(workdir, "lat", endpoint, target, "lat", batch=100)
+    config, port = broker_config(workdir, "lat", endpoint, target + "?latency=1", "lat", batch=100)
     proc = run_broker(config, port)
     time.sleep(2)
     for i in range(200):

@@ -246,7 +246,7 @@ class App:
         assert self._sender is not None
         return StreamMapping(
             esm=esm, function=function, service=service,
-            checkpoints=CheckpointStore(self._redis, esm.UUID),
+            checkpoints=CheckpointStore(self._redis, esm.UUID, self._pipeline),
             leases=LeaseTable(self._redis, esm.UUID, self.replica_id, s.lease_ttl_seconds), sender=self._sender,
             metrics=self.metrics, clock=self.clock,
             settings=StreamSettings(

@@ -14,15 +14,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.redis_state import lua, translated
+from broker.redis_state import AutoPipeline, lua, translated
 from broker.sources.leases import Fence
 
 SHARD_END = "SHARD_END"
 
 
 class CheckpointStore:
-    def __init__(self, redis: Any, mapping_uuid: str) -> None:
+    def __init__(self, redis: Any, mapping_uuid: str, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
+        self._pipeline = pipeline or AutoPipeline(redis)  # every shard's checkpoint writes share round trips
         tag = f"{{broker:esm:{mapping_uuid}}}"
         self._checkpoints = f"{tag}:checkpoints"
         self._meta = f"{tag}:meta"
@@ -43,10 +44,10 @@ class CheckpointStore:
     async def put(self, shard_id: str, sequence: str, fence: Fence | None = None) -> bool:
         """Write a checkpoint; with a ``fence``, only while that lease is still held (False if not)."""
         if fence is None:
-            await self._redis.hset(self._checkpoints, shard_id, sequence)
+            await self._pipeline.execute("HSET", self._checkpoints, shard_id, sequence)
             return True
-        return bool(await self._fenced_put(keys=[*self._lease_keys, self._checkpoints],
-                                           args=[fence.owner, shard_id, fence.epoch, sequence]))
+        return bool(await self._pipeline.script(self._fenced_put, [*self._lease_keys, self._checkpoints],
+                                                [fence.owner, shard_id, fence.epoch, sequence]))
 
     @translated
     async def initial_shards(self, current: list[str], now: float) -> set[str]:
