@@ -1,6 +1,6 @@
 """Kinesis throughput, latency and idle cost: the broker against a bare aiobotocore GetRecords loop.
 
-    python benchmarks/streams.py [--records 20000] [--shards 4] [--idle-shards 1000]
+    python benchmarks/streams.py [--records 20000] [--shards 4] [--idle-shards 1000] [--parts throughput,latency,idle,idle-capped]
 
 Runs on kinesalite (npm, started here under the machine's node; the AWS emulator's Kinesis slows as
 a stream grows) with an HTTP target that answers at once (benchmarks/target.py, its own process).
@@ -206,7 +206,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--idle-shards", type=int, default=1000)
+    parser.add_argument("--parts", default="throughput,latency,idle,idle-capped",
+                        help="which measurements to run (comma-separated)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     kl, endpoint = start_kinesalite(max(2 * args.idle_shards, args.shards))
     tport = free_port()
     tproc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "target.py"), str(tport)])
@@ -214,10 +217,13 @@ def main() -> None:
     try:
         wait_port(tport)
         with tempfile.TemporaryDirectory() as tmp:
-            throughput(endpoint, target, Path(tmp), args.records, args.shards)
-            latency(endpoint, target, Path(tmp))
-            if args.idle_shards:
+            if "throughput" in parts:
+                throughput(endpoint, target, Path(tmp), args.records, args.shards)
+            if "latency" in parts:
+                latency(endpoint, target, Path(tmp))
+            if "idle" in parts and args.idle_shards:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 0.0)
+            if "idle-capped" in parts and args.idle_shards:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 30.0)
     finally:
         for p in (kl, tproc):

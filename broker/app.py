@@ -253,7 +253,8 @@ class App:
                 poll_interval_seconds=poll, idle_poll_max_seconds=s.stream_idle_poll_max_seconds,
                 min_read_interval_seconds=s.kinesis_min_read_interval_seconds if kind is SourceKind.KINESIS else 0,
                 backoff_base_seconds=s.retry_backoff_base_seconds,
-                backoff_max_seconds=s.retry_backoff_max_seconds),
+                backoff_max_seconds=s.retry_backoff_max_seconds,
+                window_close_seconds=s.tumbling_window_close_seconds),
             discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds)
 
     async def _start_api(self) -> web.AppRunner:

@@ -52,6 +52,9 @@ class BrokerSettings(_Strict):
     kinesis_poll_interval_seconds: Annotated[float, Field(gt=0)] = 1.0  # idle shard, like Lambda
     dynamodb_poll_interval_seconds: Annotated[float, Field(gt=0)] = 0.25  # 4 per second, like Lambda
     stream_idle_poll_max_seconds: Annotated[float, Field(ge=0)] = 0.0  # 0: like Lambda, never slow down
+    # A tumbling window that no later record closes gets its final invocation this long after its end
+    # (Lambda: "waits up to 2 minutes").
+    tumbling_window_close_seconds: Annotated[float, Field(ge=0, le=120)] = 120.0
     kinesis_min_read_interval_seconds: Annotated[float, Field(ge=0)] = 0.2  # 5 GetRecords/s/shard
     stream_discovery_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
     async_retry_delays_seconds: Annotated[list[float], Field(min_length=1)] = [60.0, 120.0]  # after errors 1, 2

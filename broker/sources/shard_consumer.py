@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import json
 import uuid
@@ -50,6 +51,7 @@ from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.leases import Fence
 from broker.sources.streams import StreamService
+from broker.sources.windows import Window, response_state, state_too_large, window_start
 from broker.types import InvokeResult, ShardInfo, SourceKind, StreamRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -79,6 +81,7 @@ class StreamSettings:
     min_read_interval_seconds: float = 0.2  # Kinesis allows 5 GetRecords per second per shard
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
+    window_close_seconds: float = 120.0  # a tumbling window with no later record closes this long after its end
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class StreamMappingSpec:
     starting_position: str
     starting_timestamp: float | None
     filter: RecordFilter | None
+    tumbling_window_seconds: int = 0
 
 
 @dataclass
@@ -104,6 +108,7 @@ class _Lane:
     items: collections.deque[StreamRecord] = field(default_factory=collections.deque)
     closed: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    window: Window | None = None  # the open tumbling window (TumblingWindowInSeconds > 0)
 
     def put(self, record: StreamRecord) -> None:
         self.items.append(record)
@@ -119,6 +124,7 @@ class _Work:
     """A batch (or a part of one after bisecting or a partial response) being resolved."""
 
     records: list[StreamRecord]
+    lane: _Lane
     attempts: int = 0  # function errors spent
     invokes: int = 0  # invocations of exactly these records
     request_id: str = ""
@@ -319,24 +325,34 @@ class ShardConsumer:
     # ------------------------------------------------------------------ batching
 
     async def _work(self, lane: _Lane) -> None:
+        seconds = self._spec.tumbling_window_seconds
         while True:
             batch = await self._next_batch(lane)
-            if batch is None:
-                return
             try:
-                await self._resolve(batch)
+                if batch is None:  # the reader finished: a shard read to its end closes the window
+                    if lane.window and self._read_to_end and not self._stop.is_set():
+                        await self._close_window(lane)
+                    return
+                if seconds and (not batch or (lane.window and window_start(batch[0].arrival, seconds)
+                                              != lane.window.start)):
+                    await self._close_window(lane)  # the window's end passed, or a later window's records came
+                if not batch:
+                    continue
+                if seconds and lane.window is None:
+                    lane.window = Window(window_start(batch[0].arrival, seconds), seconds)
+                await self._resolve(batch, lane)
             except _Stopped:
                 return
             finally:
-                self._buffered -= len(batch)
-                self._space.set()
+                if batch:
+                    self._buffered -= len(batch)
+                    self._space.set()
 
     async def _next_batch(self, lane: _Lane) -> list[StreamRecord] | None:
-        while not lane.items:
-            if lane.closed or self._stop.is_set():
-                return None
-            lane.changed.clear()
-            await lane.changed.wait()
+        """The next batch; None once the lane is closed; [] when the open tumbling window is due to close."""
+        arrived = await self._records_arrived(lane)
+        if arrived is not True:
+            return None if arrived is None else []
         if self._stop.is_set():
             return None
         if self._spec.window_seconds > 0:
@@ -352,19 +368,39 @@ class ShardConsumer:
                     break
         batch: list[StreamRecord] = []
         size = len(b'{"Records":[]}')
+        seconds = self._spec.tumbling_window_seconds
         while lane.items and len(batch) < self._spec.batch_size:
             nxt = lane.items[0]
             if batch and size + len(nxt.encoded) + 1 > MAX_PAYLOAD_BYTES:
                 break
+            if batch and seconds and window_start(nxt.arrival, seconds) != window_start(batch[0].arrival, seconds):
+                break  # a batch never spans two tumbling windows
             batch.append(lane.items.popleft())
             size += len(nxt.encoded) + 1
         return batch
 
+    async def _records_arrived(self, lane: _Lane) -> bool | None:
+        """Wait for records: True when some are there, None if the lane closed (or stop() came),
+        False when the lane's open tumbling window is due to close first."""
+        while not lane.items:
+            if lane.closed or self._stop.is_set():
+                return None
+            lane.changed.clear()
+            if lane.window is None:
+                await lane.changed.wait()
+                continue
+            due = lane.window.end + self._settings.window_close_seconds - self._clock.time()
+            if due <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.changed.wait(), due)
+        return True
+
     # ------------------------------------------------------------------ resolving a batch
 
-    async def _resolve(self, batch: list[StreamRecord]) -> None:
+    async def _resolve(self, batch: list[StreamRecord], lane: _Lane) -> None:
         spec = self._spec
-        work = collections.deque([_Work(batch)])
+        work = collections.deque([_Work(batch, lane)])
         while work:
             w = work[0]
             if self._stop.is_set():
@@ -379,10 +415,12 @@ class ShardConsumer:
             result = await self._invoke(w)
             if result is None:  # records aged out while throttled: the age check above takes them
                 continue
+            if lane.window is not None and result.ok:
+                result = await self._take_state(lane, result)
             failed = (parse_item_failures(result.payload, {r.sequence for r in w.records})
                       if result.ok and spec.report_batch_item_failures else frozenset())
             if result.ok and failed == frozenset():
-                await self._done(w.records)
+                await self._done(w.records, lane)
                 self._on_result("OK")
                 work.popleft()
                 continue
@@ -391,13 +429,13 @@ class ShardConsumer:
             if result.ok and failed:  # a valid partial response: resume from the lowest reported
                 lowest = min(failed, key=int)
                 cut = next(i for i, r in enumerate(w.records) if r.sequence == lowest)
-                await self._done(w.records[:cut])
+                await self._done(w.records[:cut], lane)
                 w.records = w.records[cut:]
             elif spec.bisect and len(w.records) > 1:  # splitting spends no attempt
                 mid = len(w.records) // 2
                 work.popleft()
-                work.appendleft(_Work(w.records[mid:], attempts=w.attempts))
-                work.appendleft(_Work(w.records[:mid], attempts=w.attempts))
+                work.appendleft(_Work(w.records[mid:], lane, attempts=w.attempts))
+                work.appendleft(_Work(w.records[:mid], lane, attempts=w.attempts))
                 log.info("batch_bisected", records=len(w.records), halves=(mid, len(w.records) - mid))
                 continue
             w.attempts += 1
@@ -428,7 +466,9 @@ class ShardConsumer:
     async def _invoke(self, w: _Work) -> InvokeResult | None:
         """Invoke until the function runs; throttles and system errors spend no attempt. None when
         records aged past MaximumRecordAgeInSeconds meanwhile; _Stopped on stop()."""
-        payload = b'{"Records":[' + b",".join(r.encoded for r in w.records) + b"]}"
+        window = w.lane.window
+        payload = (window.event(w.records, shard_id=self.shard.shard_id, source_arn=self._service.arn)
+                   if window else b'{"Records":[' + b",".join(r.encoded for r in w.records) + b"]}")
         retry = 0
         while True:
             w.request_id = str(uuid.uuid4())
@@ -460,7 +500,7 @@ class ShardConsumer:
             self._m_dropped.inc(len(records))
             log.warning("records_dropped", condition=condition, records=len(records),
                         first=records[0].sequence, last=records[-1].sequence)
-            await self._done(records)
+            await self._done(records, w.lane)
             return
         now = self._clock.time()
         document = stream_failure_record(
@@ -488,11 +528,60 @@ class ShardConsumer:
         self._m_delivered.inc(len(records))
         log.info("sent_to_destination", destination=destination, condition=condition, records=len(records),
                  first=records[0].sequence, last=records[-1].sequence)
-        await self._done(records)
+        await self._done(records, w.lane)
+
+    # ------------------------------------------------------------------ tumbling windows
+
+    async def _take_state(self, lane: _Lane, result: InvokeResult) -> InvokeResult:
+        """Keep the response's state; a response without one is a failed invocation. A state
+        above 1 MB ends the window early, and it goes on with a fresh state."""
+        window = lane.window
+        assert window is not None
+        ok, state = response_state(result.payload)
+        if not ok:
+            log.warning("window_response_without_state", window_start=window.start)
+            return InvokeResult(result.payload, "Unhandled", result.duration_seconds, result.target_status)
+        window.state = state
+        if state_too_large(state):
+            window.terminated_early = True
+            await self._close_window(lane)
+            lane.window = Window(window.start, window.seconds)
+        return result
+
+    async def _close_window(self, lane: _Lane) -> None:
+        """The window's final invocation, retried until it succeeds (the shard waits, as Lambda's
+        does); then the checkpoint passes the window's records and its state is dropped."""
+        window = lane.window
+        if window is None:
+            return
+        payload = window.event([], shard_id=self.shard.shard_id, source_arn=self._service.arn, final=True)
+        retry = 0
+        while True:
+            try:
+                result = await self._function.invoke(payload)
+                if result.ok:
+                    break
+                log.warning("window_final_invoke_failed", window_start=window.start, error=result.function_error)
+                retry_after = None
+            except InvokeError as exc:
+                retry_after = exc.retry_after
+            if not await self._sleep(self._backoff(retry, retry_after)):
+                raise _Stopped
+            retry += 1
+        lane.window = None
+        log.info("window_closed", window_start=window.start, records=len(window.held),
+                 terminated_early=window.terminated_early)
+        for r in window.held:
+            self._tracker.complete(r.seq)
+        await self._write_checkpoint()
 
     # ------------------------------------------------------------------ checkpoints
 
-    async def _done(self, records: list[StreamRecord]) -> None:
+    async def _done(self, records: list[StreamRecord], lane: _Lane) -> None:
+        """Records handled: checkpointable now, or (in a tumbling window) once the window closes."""
+        if lane.window is not None:
+            lane.window.held.extend(records)
+            return
         for r in records:
             self._tracker.complete(r.seq)
         await self._write_checkpoint()

@@ -46,7 +46,8 @@ def mapping_spec(esm: EventSourceMapping, data_key: str) -> StreamMappingSpec:
         destination=destination or None,
         starting_position=esm.StartingPosition or "TRIM_HORIZON",
         starting_timestamp=esm.StartingPositionTimestamp,
-        filter=RecordFilter.compile(patterns, data_key))
+        filter=RecordFilter.compile(patterns, data_key),
+        tumbling_window_seconds=esm.TumblingWindowInSeconds or 0)
 
 
 class StreamMapping:
