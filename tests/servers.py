@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -232,10 +233,20 @@ class Kinesalite:
             self.root.mkdir(parents=True, exist_ok=True)
             subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(self.root), "kinesalite@3"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        clock = self.root / "clock.js"  # kinesalite reads Date.now(); SIGUSR2 moves it 301 s on
+        clock.write_text("const real = Date.now; let offset = 0;\n"
+                         "Date.now = () => real() + offset;\n"
+                         "process.on('SIGUSR2', () => { offset += 301000; });\n")
         self._proc = subprocess.Popen(
-            ["node", str(script), "--port", str(self.port), "--createStreamMs", "10", "--updateStreamMs", "10",
-             "--deleteStreamMs", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ["node", "--require", str(clock), str(script), "--port", str(self.port), "--createStreamMs", "10",
+             "--updateStreamMs", "10", "--deleteStreamMs", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self._proc, "kinesalite", timeout=30)
+
+    def expire_iterators(self) -> None:
+        """Move kinesalite's clock past its 5-minute iterator lifetime: every iterator handed out so
+        far now gets ExpiredIteratorException from kinesalite's own check."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGUSR2)
 
     def stop(self) -> None:
         if self._proc:

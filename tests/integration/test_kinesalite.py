@@ -1,10 +1,13 @@
-"""Against kinesalite, which closes shards and routes writes to children faithfully: shard end by a
-null iterator, and per-key order across a split with records in parent and children."""
+"""Against kinesalite, which closes shards, routes writes to children and expires iterators
+faithfully: shard end by a null iterator, per-key order across a split with records in parent and
+children, and a consumer whose iterator expired going on after the last record it read."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from structlog.testing import capture_logs
 
 from tests.conftest import BrokerRunner
 from tests.integration.helpers import function, keyed, wait_until
@@ -56,3 +59,32 @@ async def _run_split(aws: Aws, kinesalite_broker: BrokerRunner, target: Recordin
 
 async def _len(app: Any, key: str, n: int) -> bool:
     return len(await app._redis.hgetall(key)) >= n
+
+
+async def test_expired_iterator_resumes_after_the_last_record_read(kinesalite: Kinesalite,
+                                                                   kinesalite_broker: BrokerRunner,
+                                                                   target: RecordingTarget) -> None:
+    """kinesalite's clock jumps past the 5-minute iterator lifetime mid-stream: the consumer's next
+    GetRecords is refused with ExpiredIteratorException, a new iterator is taken after the last
+    record read (never from StartingPosition), and every record arrives once, in order."""
+    aws = Aws(kinesalite.url)
+    try:
+        await aws.call("kinesis", "create_stream", StreamName="expiry", ShardCount=1)
+        await wait_active(aws, "expiry")
+        await put_records(aws, "expiry", [("k", json.dumps({"n": n}).encode()) for n in range(10)])
+        m = {"FunctionName": "f", "EventSourceArn": stream_arn("expiry"), "StartingPosition": "TRIM_HORIZON",
+             "BatchSize": 5}
+        with capture_logs() as logs:
+            async with kinesalite_broker.run(function(target), [m], **FAST):
+                await target.wait_for(lambda calls: len(target.records()) >= 10, timeout=30)
+                kinesalite.expire_iterators()
+                await wait_until(lambda: _logged(logs, "ExpiredIteratorException"), timeout=10)
+                await put_records(aws, "expiry", [("k", json.dumps({"n": n}).encode()) for n in range(10, 20)])
+                await target.wait_for(lambda calls: len(target.records()) >= 20, timeout=30)
+    finally:
+        aws.close()
+    assert keyed(target.records()) == {"k": list(range(20))}
+
+
+async def _logged(logs: list[dict[str, Any]], text: str) -> bool:
+    return any(text in str(entry.get("error", "")) for entry in logs)
