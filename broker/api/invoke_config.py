@@ -134,25 +134,26 @@ class _Api:
         return settings
 
     async def put(self, request: web.Request) -> web.Response:
-        name, fn = self._target(request)
-        if fn is None:
-            return self._no_function()
-        settings = await self._settings(request, name)
-        if isinstance(settings, web.Response):
-            return settings
-        return web.json_response(shape(await fn.invoke_config.put(settings), fn.function.arn))
+        """PutFunctionEventInvokeConfig: replace (omitted settings are removed)."""
+        return await self._write(request, merge=False)
 
     async def update(self, request: web.Request) -> web.Response:
+        """UpdateFunctionEventInvokeConfig: change the given settings of an existing config."""
+        return await self._write(request, merge=True)
+
+    async def _write(self, request: web.Request, *, merge: bool) -> web.Response:
         name, fn = self._target(request)
         if fn is None:
             return self._no_function()
         settings = await self._settings(request, name)
         if isinstance(settings, web.Response):
             return settings
-        existing = await fn.invoke_config.get()
-        if existing is None:
-            return self._no_config(name)
-        return web.json_response(shape(await fn.invoke_config.put(existing.settings | settings), fn.function.arn))
+        if merge:
+            existing = await fn.invoke_config.get()
+            if existing is None:
+                return self._no_config(name)
+            settings = existing.settings | settings
+        return web.json_response(shape(await fn.invoke_config.put(settings), fn.function.arn))
 
     async def get(self, request: web.Request) -> web.Response:
         name, fn = self._target(request)
