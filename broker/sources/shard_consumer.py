@@ -55,6 +55,9 @@ from broker.sources.windows import Window, response_state, state_too_large, wind
 from broker.types import InvokeResult, ShardInfo, SourceKind, StreamRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# Prefetch bound in bytes per shard: large records (up to 1 MB each in Kinesis) must not let two
+# reads of 2,000 records hold gigabytes. A read still happens whenever the buffer is below it.
+PREFETCH_MAX_BYTES = 8 * 1024 * 1024
 log = structlog.get_logger("broker.streams")
 
 
@@ -159,6 +162,7 @@ class ShardConsumer:
         self._lease_lost = False
         self._lanes = [_Lane() for _ in range(spec.parallelization)]
         self._buffered = 0
+        self._buffered_bytes = 0
         # Reads are large enough for two batches per lane and for 5 reads a second to keep up with a
         # busy shard (Kinesis serves up to 2 MB/s per shard to a reader). The prefetch bound is two
         # reads, and the reader waits for room for a whole one: a bound of one read made each read
@@ -250,7 +254,7 @@ class ShardConsumer:
             last_call = -1e18
             empty_reads = 0
             while not self._stop.is_set():
-                while self._buffered > self._buffer_limit - self._read_size and not self._stop.is_set():
+                while self._buffer_full() and not self._stop.is_set():
                     self._space.clear()
                     await self._space.wait()
                 pause = last_call + self._settings.min_read_interval_seconds - self._clock.monotonic()
@@ -282,6 +286,10 @@ class ShardConsumer:
             for lane in self._lanes:
                 lane.close()
 
+    def _buffer_full(self) -> bool:
+        """No room for a whole read, or the records held already take PREFETCH_MAX_BYTES."""
+        return self._buffered > self._buffer_limit - self._read_size or self._buffered_bytes >= PREFETCH_MAX_BYTES
+
     def _idle_pause(self, empty_reads: int) -> float:
         """Lambda polls an idle shard every poll interval; with ``idle_poll_max_seconds`` set the
         pause doubles per empty read up to that cap (cheaper for many idle shards, slower to notice
@@ -309,6 +317,7 @@ class ShardConsumer:
             return
         lane = self._lanes[zlib.crc32(record.key.encode()) % len(self._lanes)]
         self._buffered += 1
+        self._buffered_bytes += len(record.encoded)
         lane.put(record)
 
     async def _sleep(self, seconds: float) -> bool:
@@ -346,6 +355,7 @@ class ShardConsumer:
             finally:
                 if batch:
                     self._buffered -= len(batch)
+                    self._buffered_bytes -= sum(len(r.encoded) for r in batch)
                     self._space.set()
 
     async def _next_batch(self, lane: _Lane) -> list[StreamRecord] | None:

@@ -3,6 +3,7 @@ last record read (nothing lost, nothing repeated), and a closed shard ends with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -26,8 +27,9 @@ class StreamTwin:
     max_records_per_read = 3
     data_key = "data"
 
-    def __init__(self, count: int, *, expire_after: int, closed: bool = False) -> None:
+    def __init__(self, count: int, *, expire_after: int, closed: bool = False, pad: int = 0) -> None:
         self.records = [str(100 + i) for i in range(count)]
+        self.pad = pad  # bytes of data per record
         self.expire_after = expire_after
         self.closed = closed
         self.opened: list[tuple[str, str | None]] = []
@@ -53,19 +55,26 @@ class StreamTwin:
         chunk = self.records[start:start + min(limit, self.max_records_per_read)]
         end = start + len(chunk)
         nxt = None if self.closed and end >= len(self.records) else str(end)
-        return ReadResult([_record(s) for s in chunk], nxt)
+        return ReadResult([_record(s, self.pad) for s in chunk], nxt)
+
+    @property
+    def reads(self) -> int:
+        return self._reads
 
 
-def _record(seq: str) -> StreamRecord:
-    record = {"kinesis": {"sequenceNumber": seq, "partitionKey": "k"}}
+def _record(seq: str, pad: int = 0) -> StreamRecord:
+    record = {"kinesis": {"sequenceNumber": seq, "partitionKey": "k", "data": "x" * pad}}
     return StreamRecord(seq, "k", 0.0, record, json.dumps(record).encode())
 
 
 class Recorder:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
+        await self.gate.wait()
         self.batches.append([r["kinesis"]["sequenceNumber"] for r in json.loads(payload)["Records"]])
         return InvokeResult(b"{}")
 
@@ -124,6 +133,22 @@ async def test_a_finished_shard_is_not_read_again() -> None:
     assert stream.opened == []
 
 
+
+
+@pytest.mark.timeout(10)
+async def test_prefetch_stops_at_its_byte_bound() -> None:
+    """Records of 3 MB: one read of three (9 MB) fills the prefetch bound, so while the function is
+    busy no second read is made; once it answers, every record arrives in order."""
+    stream = StreamTwin(7, expire_after=100, closed=True, pad=3 * 1024 * 1024)
+    target = Recorder()
+    target.gate.clear()
+    task = asyncio.create_task(consumer(stream, target, MemoryCheckpoints()).run())
+    await asyncio.sleep(0.3)
+    assert stream.reads == 1
+    target.gate.set()
+    assert await task is ShutdownReason.SHARD_END
+    assert [s for batch in target.batches for s in batch] == stream.records
+    assert all(len(batch) == 1 for batch in target.batches)  # two would pass Lambda's 6 MB payload
 
 
 def test_idle_pause_is_lambdas_interval_unless_a_cap_is_set() -> None:
