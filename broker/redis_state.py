@@ -83,7 +83,10 @@ class AutoPipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _round_trip(self, batch: list[_Queued]) -> None:
+        batch = [item for item in batch if not item.future.done()]  # a caller cancelled before the send: drop it
         try:
+            if not batch:
+                return
             pipe = self._redis.pipeline(transaction=False)
             for item in batch:
                 pipe.execute_command(*item.command)
@@ -96,20 +99,24 @@ class AutoPipeline:
                 if not isinstance(exc, Exception):
                     raise
                 return
-            for item, reply in zip(batch, replies, strict=True):
-                if item.future.done():  # the caller gave up waiting
-                    continue
-                if isinstance(reply, NoScriptError) and item.again is not None:
-                    self._retry_alone(item)
-                elif isinstance(reply, Exception):
-                    item.future.set_exception(reply)
-                else:
-                    item.future.set_result(reply)
+            self._settle(batch, replies)
         finally:
             self._in_flight -= 1
             if self._queued and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._send)
+
+    def _settle(self, batch: list[_Queued], replies: list[Any]) -> None:
+        """Each caller gets its own reply or error; a script Redis no longer knows runs again alone."""
+        for item, reply in zip(batch, replies, strict=True):
+            if item.future.done():  # the caller gave up waiting
+                continue
+            if isinstance(reply, NoScriptError) and item.again is not None:
+                self._retry_alone(item)
+            elif isinstance(reply, Exception):
+                item.future.set_exception(reply)
+            else:
+                item.future.set_result(reply)
 
     def _retry_alone(self, item: _Queued) -> None:
         assert item.again is not None

@@ -10,11 +10,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from broker.api.errors import aws_error
 from broker.api.invoke import Invokable, resolve_name
 from broker.arns import is_fifo, parse_arn
 from broker.async_invoke.invoke_config import FIELDS, StoredConfig
+from broker.config.models import EventInvokeConfigSpec
 from broker.errors import BrokerError
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -43,6 +45,24 @@ def _check(body: Any, name: str) -> dict[str, Any] | web.Response:
     """The request's settings, or Lambda's error for them."""
     if not isinstance(body, dict):
         return aws_error(400, "InvalidRequestContentException", "The request body must be a JSON object")
+    problem = _check_ranges(body)
+    if problem:
+        return problem
+    settings = {k: body[k] for k in FIELDS if body.get(k) is not None}
+    try:
+        EventInvokeConfigSpec.model_validate(settings)  # shapes and types, as workers will read them
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return aws_error(400, "InvalidParameterValueException", f"Invalid EventInvokeConfig: {problems}")
+    dest = settings.get("DestinationConfig")
+    if dest is not None:
+        problem = _check_destinations(dest, name)
+        if problem:
+            return problem
+    return settings
+
+
+def _check_ranges(body: dict[str, Any]) -> web.Response | None:
     for field, (low, high) in _RANGES.items():
         value = body.get(field)
         if value is None:
@@ -53,18 +73,10 @@ def _check(body: Any, name: str) -> dict[str, Any] | web.Response:
             return _validation_error(field, value, f"Member must have value greater than or equal to {low}")
         if value > high:
             return _validation_error(field, value, f"Member must have value less than or equal to {high}")
-    dest = body.get("DestinationConfig")
-    if dest is not None:
-        problem = _check_destinations(dest, name)
-        if problem:
-            return problem
-    return {k: body[k] for k in FIELDS if body.get(k) is not None}
+    return None
 
 
-def _check_destinations(dest: Any, name: str) -> web.Response | None:
-    if not isinstance(dest, dict) or set(dest) - set(_SERVICES):
-        return aws_error(400, "InvalidParameterValueException",
-                         "DestinationConfig may only have OnSuccess and OnFailure, each {\"Destination\": ARN}")
+def _check_destinations(dest: dict[str, Any], name: str) -> web.Response | None:
     arns = {kind: (dest.get(kind) or {}).get("Destination") for kind in _SERVICES}
     invalid = False
     for kind, arn in arns.items():

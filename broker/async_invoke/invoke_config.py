@@ -11,6 +11,7 @@ most once a second, so a change reaches every replica within about a second.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ class StoredConfig:
     settings: dict[str, Any]
     last_modified: float
 
-    @property
+    @functools.cached_property
     def spec(self) -> EventInvokeConfigSpec:
         return EventInvokeConfigSpec.model_validate(self.settings)
 
@@ -79,7 +80,6 @@ class InvokeConfigStore:
     @translated
     async def put(self, settings: dict[str, Any]) -> StoredConfig:
         stored = StoredConfig({k: settings[k] for k in FIELDS if settings.get(k) is not None}, self._clock.time())
-        stored.spec  # noqa: B018 - validated by the caller; fail here rather than in a worker
         await self._redis.set(self.key, json.dumps({"config": stored.settings, "LastModified": stored.last_modified}))
         self._current = stored
         return stored

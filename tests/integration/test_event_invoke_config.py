@@ -8,6 +8,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import BrokerRunner
@@ -84,6 +85,12 @@ async def test_bad_requests_are_refused(broker: BrokerRunner, target: RecordingT
                 await call(client, "put_function_event_invoke_config", **kwargs)
             assert info.value.response["Error"]["Code"] == code, kwargs
             assert info.value.response["Error"]["Message"] == message
+        url = f"http://127.0.0.1:{app.api_port}/2019-09-25/functions/f/event-invoke-config"
+        async with aiohttp.ClientSession() as http, http.put(url, json={  # a shape no SDK would send
+                "DestinationConfig": {"OnSuccess": queue_arn("ok"), "Elsewhere": {}}}) as r:
+            assert r.status == 400
+            assert r.headers["X-Amzn-ErrorType"] == "InvalidParameterValueException"
+            assert (await r.json())["message"].startswith("Invalid EventInvokeConfig: ")
         with pytest.raises(client.exceptions.ResourceNotFoundException) as unknown:
             await asyncio.to_thread(client.put_function_event_invoke_config, FunctionName="nope",
                                     MaximumRetryAttempts=1)

@@ -86,3 +86,13 @@ async def test_batches_are_capped(redis: Any, batch: int) -> None:
     pipe = AutoPipeline(counting, max_batch=batch, max_in_flight=1)
     await asyncio.gather(*(pipe.execute("INCR", "c") for _ in range(6)))
     assert counting.pipelines == -(-6 // batch)
+
+
+async def test_a_command_whose_caller_gave_up_before_the_send_is_not_sent(redis: Any) -> None:
+    pipe = AutoPipeline(redis)
+    given_up = asyncio.ensure_future(pipe.execute("SET", "abandoned", "1"))
+    kept = asyncio.ensure_future(pipe.execute("SET", "kept", "1"))
+    given_up.cancel()
+    await kept
+    assert await redis.exists("abandoned") == 0
+    assert await redis.get("kept") == b"1"
