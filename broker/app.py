@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import uuid
@@ -24,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from broker import __version__, demo
+from broker.api import concurrency as concurrency_api
 from broker.api import health, mappings
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
@@ -33,6 +35,7 @@ from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.aws import AwsClients, call
 from broker.clock import Clock, SystemClock
+from broker.concurrency.reservations import Reservations
 from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
@@ -76,6 +79,7 @@ class App:
         self._draining = False
         self._redis: aioredis.Redis | None = None
         self._pipeline: AutoPipeline | None = None
+        self.reservations: Reservations | None = None
         self._aws: AwsClients | None = None
         self._sender: DestinationSender | None = None
         self.queues: dict[str, AsyncQueue] = {}
@@ -105,6 +109,10 @@ class App:
             stack.push_async_callback(self._redis.aclose)
             self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
             stack.push_async_callback(self._pipeline.aclose)
+            self.reservations = Reservations(
+                self._redis, lambda: {n: f.ReservedConcurrentExecutions for n, f in self.config.functions.items()},
+                lambda: self.config.broker.account_concurrency)
+            await self.reservations.refresh()
             self._permits = Permits(self._redis, self._pool, clock=self.clock, replica=self.replica_id,
                                     ttl_seconds=settings.permit_ttl_seconds, pipeline=self._pipeline)
             self._aws = AwsClients(region=settings.region, endpoint_url=endpoint,
@@ -165,13 +173,11 @@ class App:
 
     def _pool(self, name: str) -> Pool:
         """The permit pool of ``name`` under the current config (so a reload applies at once)."""
-        functions = self.config.functions
-        reserved = functions[name].ReservedConcurrentExecutions if name in functions else None
+        assert self.reservations is not None
+        reserved = self.reservations.reserved(name)
         if reserved is not None:
             return Pool(f"{{broker:fn:{name}}}:permits", reserved, RESERVED_REASON)
-        unreserved = self.config.broker.account_concurrency - sum(
-            f.ReservedConcurrentExecutions or 0 for f in functions.values())
-        return Pool(ACCOUNT_POOL, unreserved, ACCOUNT_REASON)
+        return Pool(ACCOUNT_POOL, self.reservations.unreserved(), ACCOUNT_REASON)
 
     async def _refresh_permit_gauges(self) -> None:
         """Permits in use and limits per function, read from Redis at scrape time (all replicas)."""
@@ -265,6 +271,9 @@ class App:
                                        account=s.account_id))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
         app.add_routes(invoke_config_api.routes(self.invokables, region=s.region, account=s.account_id))
+        assert self.reservations is not None
+        app.add_routes(concurrency_api.routes(self.functions, self.reservations, region=s.region, account=s.account_id,
+                                              account_limit=lambda: self.config.broker.account_concurrency))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, s.api.host, s.api.port, backlog=1024)  # bursts of new connections wait, not reset
@@ -285,7 +294,8 @@ class App:
                 self._spawn(f"mapping:{uuid_}", runner.run())
             for name in self.functions:
                 self._start_worker(name)
-            background = [group.create_task(self._heartbeat(), name="heartbeat")]
+            background = [group.create_task(self._heartbeat(), name="heartbeat"),
+                          group.create_task(self._follow_reservations(), name="reservations")]
             if self.config_path is not None:
                 watcher = ConfigWatcher(self.config_path, self.clock, self.config.broker.config_reload_interval_seconds,
                                         on_failure=self.metrics.config_reload_failures.inc)
@@ -314,6 +324,13 @@ class App:
                     task.cancel()
         log.info("broker_stopped")
 
+    async def _follow_reservations(self) -> None:
+        """Reserved concurrency set through the API on any replica applies here within a second."""
+        assert self.reservations is not None
+        while True:
+            await self.clock.sleep(1.0)
+            await self.reservations.refresh()
+
     def _spawn(self, key: str, work: Coroutine[Any, Any, None]) -> None:
         assert self._group is not None
         task = self._group.create_task(work, name=key)
@@ -327,11 +344,11 @@ class App:
         self.queues[name] = AsyncQueue(self._redis, name, self._pipeline)
         from_file = fn.EventInvokeConfig if "EventInvokeConfig" in fn.model_fields_set else None
         store = InvokeConfigStore(self._redis, name, from_file, clock=self.clock, loaded_at=self.clock.time())
-        self.invokables[name] = invoke_api.Invokable(self.functions[name], self.queues[name],
-                                                     fn.ReservedConcurrentExecutions, store)
+        self.invokables[name] = invoke_api.Invokable(self.functions[name], self.queues[name], store)
 
     def _start_worker(self, name: str) -> None:
         assert self._sender is not None
+        assert self.reservations is not None
         s = self.config.broker
         settings = AsyncSettings(retry_delays_seconds=tuple(s.async_retry_delays_seconds),
                                  backoff_base_seconds=s.retry_backoff_base_seconds,
@@ -339,6 +356,7 @@ class App:
                                  claim_idle_seconds=s.async_claim_idle_seconds)
         worker = AsyncWorker(function=self.functions[name], config=self.config.functions[name],
                              queue=self.queues[name], invoke_config=self.invokables[name].invoke_config,
+                             reserved=functools.partial(self.reservations.reserved, name),
                              sender=self._sender, metrics=self.metrics, clock=self.clock,
                              settings=settings, consumer=self.replica_id)
         self._workers[name] = worker

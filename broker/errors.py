@@ -3,6 +3,7 @@
     BrokerError                      retryable: bool (class attribute, may be overridden per instance)
     ├── ConfigError                  bad config file; carries every issue with its path
     ├── StartupError                 the world does not match the config (queue missing, timeout > visibility)
+    ├── ReservationRefused           a reserved concurrency would leave the account under 100 unreserved
     ├── StateStoreError              Redis failed (translated in redis_state.py); retryable
     ├── AwsError                     an AWS call failed (translated once, in aws.py)
     │   └── AwsThrottled             throttled / limit exceeded / transient service fault (retryable)
@@ -41,6 +42,10 @@ class ConfigError(BrokerError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class ReservationRefused(BrokerError):
+    """PutFunctionConcurrency refused: fewer than 100 executions would stay unreserved."""
 
 
 class StartupError(BrokerError):

@@ -33,7 +33,6 @@ _REASONS = frozenset({RESERVED_REASON, ACCOUNT_REASON})
 class Invokable:
     function: Function
     queue: AsyncQueue
-    reserved: int | None
     invoke_config: InvokeConfigStore
 
 

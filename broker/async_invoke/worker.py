@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -55,8 +56,8 @@ class AsyncSettings:
 
 class AsyncWorker:
     def __init__(self, *, function: Function, config: FunctionConfig, queue: AsyncQueue,
-                 invoke_config: InvokeConfigStore, sender: DestinationSender, metrics: Metrics, clock: Clock,
-                 settings: AsyncSettings, consumer: str | None = None) -> None:
+                 invoke_config: InvokeConfigStore, reserved: Callable[[], int | None], sender: DestinationSender,
+                 metrics: Metrics, clock: Clock, settings: AsyncSettings, consumer: str | None = None) -> None:
         self._function = function
         self._config = config
         self._queue = queue
@@ -66,9 +67,8 @@ class AsyncWorker:
         self._settings = settings
         self._consumer = consumer or socket.gethostname()
         self._stop = asyncio.Event()
-        reserved = config.ReservedConcurrentExecutions
-        self._capacity = max(1, min(settings.concurrency, reserved or settings.concurrency))
-        self._slots = asyncio.Semaphore(self._capacity)
+        self._reserved = reserved  # the function's reserved concurrency now (config file or API)
+        self._slot_freed = asyncio.Event()
         self._in_flight = 0
         self._metrics = metrics
         name = function.name
@@ -99,8 +99,8 @@ class AsyncWorker:
                             await self._start(group, event)
                         self._m_depth.set(await self._queue.depth())
                     rounds += 1
-                    free = self._capacity - self._in_flight
-                    if free == 0:
+                    free = self._capacity() - self._in_flight
+                    if free <= 0:
                         await self._wait_for_slot()
                         continue
                     chunk = min(free, READ_CHUNK)
@@ -110,12 +110,18 @@ class AsyncWorker:
                     log.warning("async_queue_unavailable", error=str(exc))
                     await self._clock.sleep(1.0)
 
+    def _capacity(self) -> int:
+        """Events in flight at most: the worker's concurrency, or fewer if the function reserves fewer."""
+        reserved = self._reserved()
+        return max(1, min(self._settings.concurrency, reserved or self._settings.concurrency))
+
     async def _wait_for_slot(self) -> None:
-        await self._slots.acquire()
-        self._slots.release()
+        while self._in_flight >= self._capacity():
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
 
     async def _start(self, group: asyncio.TaskGroup, event: AsyncEvent) -> None:
-        await self._slots.acquire()
+        await self._wait_for_slot()
         self._in_flight += 1
         group.create_task(self._guarded(event))
 
@@ -126,7 +132,7 @@ class AsyncWorker:
             log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
         finally:
             self._in_flight -= 1
-            self._slots.release()
+            self._slot_freed.set()
 
     # ------------------------------------------------------------------ one event
 
@@ -138,7 +144,7 @@ class AsyncWorker:
         if event.outcome:  # decided earlier; only the delivery is owed
             await self._conclude(event, event.outcome)
             return
-        if self._config.ReservedConcurrentExecutions == 0:
+        if self._reserved() == 0:
             await self._conclude(event, "ZeroReservedConcurrency")
             return
         if self._age(event) > cfg.MaximumEventAgeInSeconds:

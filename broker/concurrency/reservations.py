@@ -1,0 +1,71 @@
+"""Reserved concurrency per function: the config file's ``ReservedConcurrentExecutions``, or what
+Lambda's concurrency API (PutFunctionConcurrency / DeleteFunctionConcurrency, spec §6) set, shared by
+every replica through Redis.
+
+    {broker}:reserved-concurrency   hash  function -> a number, or "none" after a delete
+
+A function without an entry keeps the config file's value. Replicas re-read the hash every
+second; the replica that served the API call applies it at once. Permit pools read the
+reservations at acquire time, so a change applies to the next invocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from broker.config.rules import MIN_UNRESERVED_CONCURRENCY
+from broker.errors import BrokerError, ReservationRefused
+from broker.redis_state import translated
+
+log = structlog.get_logger("broker.permits")
+KEY = "{broker}:reserved-concurrency"
+_NONE = "none"
+
+
+class Reservations:
+    def __init__(self, redis: Any, file_values: Callable[[], Mapping[str, int | None]],
+                 account_limit: Callable[[], int]) -> None:
+        self._redis = redis
+        self._file_values = file_values
+        self._account_limit = account_limit
+        self._overrides: dict[str, int | None] = {}
+
+    def reserved(self, function: str) -> int | None:
+        if function in self._overrides:
+            return self._overrides[function]
+        return self._file_values().get(function)
+
+    def unreserved(self, without: str | None = None) -> int:
+        """The account's executions not reserved by any function (``without`` one of them)."""
+        return self._account_limit() - sum(self.reserved(name) or 0 for name in self._file_values()
+                                           if name != without)
+
+    async def refresh(self) -> None:
+        """Re-read what the API set (on a Redis error keep what was read last)."""
+        try:
+            raw = await self._read()
+        except BrokerError as exc:
+            log.warning("reservations_refresh_failed", error=str(exc))
+            return
+        self._overrides = {k.decode(): None if v.decode() == _NONE else int(v) for k, v in raw.items()}
+
+    @translated
+    async def _read(self) -> dict[bytes, bytes]:
+        return dict(await self._redis.hgetall(KEY))
+
+    @translated
+    async def put(self, function: str, reserved: int) -> None:
+        if self.unreserved(without=function) - reserved < MIN_UNRESERVED_CONCURRENCY:
+            raise ReservationRefused(
+                "Specified ReservedConcurrentExecutions for function decreases account's "
+                f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED_CONCURRENCY}].")
+        await self._redis.hset(KEY, function, str(reserved))
+        self._overrides[function] = reserved
+
+    @translated
+    async def delete(self, function: str) -> None:
+        await self._redis.hset(KEY, function, _NONE)
+        self._overrides[function] = None
