@@ -92,7 +92,6 @@ class AsyncWorker:
             rounds = 0
             while not self._stop.is_set():
                 try:
-                    await self._invoke_config.refresh()
                     await self._queue.promote_due()
                     if rounds % 10 == 0:
                         for event in await self._queue.reclaim(self._consumer, claim_ms, 100):
@@ -140,6 +139,7 @@ class AsyncWorker:
         return self._clock.time() - event.enqueued_ms / 1000
 
     async def _handle(self, event: AsyncEvent) -> None:
+        await self._invoke_config.refresh()  # at most one read a second: an event never meets a config older than that
         cfg = self._invoke_config.current
         if event.outcome:  # decided earlier; only the delivery is owed
             await self._conclude(event, event.outcome)

@@ -65,12 +65,24 @@ async def test_a_reservation_applies_on_every_replica(broker: BrokerRunner, targ
         async with other.run(functions(target), [], **SETTINGS) as second:
             await call(lambda_client(first), "put_function_concurrency", FunctionName="f",
                        ReservedConcurrentExecutions=0)
-            await asyncio.sleep(1.5)  # replicas re-read reservations each second
             client = lambda_client(second)
-            with pytest.raises(client.exceptions.TooManyRequestsException) as throttled:
-                await invoke(client, FunctionName="f", Payload=b"{}")
-            assert throttled.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+            reason = await _until_throttled(client, timeout=10)  # replicas re-read reservations each second
+            assert reason == "ReservedFunctionConcurrentInvocationLimitExceeded"
             await call(lambda_client(first), "delete_function_concurrency", FunctionName="f")
-            await asyncio.sleep(1.5)
+            assert await _until_throttled(client, timeout=10, want=False) is None
+
+
+async def _until_throttled(client: Any, *, timeout: float, want: bool = True) -> str | None:
+    """Invoke until the outcome is a throttle (its Reason) or, with ``want=False``, a run (None)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
             ran = await invoke(client, FunctionName="f", Payload=json.dumps({"n": 1}))
-    assert json.loads(ran["Payload"].read()) == {"ran": {"n": 1}}
+            assert json.loads(ran["Payload"].read()) == {"ran": {"n": 1}}
+            reason = None
+        except client.exceptions.TooManyRequestsException as exc:
+            reason = exc.response["Reason"]
+        if (reason is not None) == want:
+            return reason
+        assert asyncio.get_running_loop().time() < deadline, "the reservation never reached this replica"
+        await asyncio.sleep(0.1)
