@@ -1,6 +1,7 @@
-"""Tumbling windows on a Kinesis mapping (spec §2.5, §3.4): the TimeWindowEvent shape, state passed
-from one invocation of a window to the next, batches never spanning windows, the final invocation,
-a response without state failing, and the checkpoint held until the final invocation succeeds."""
+"""Tumbling windows (spec §2.5, §3.4) on Kinesis and DynamoDB Streams mappings: the TimeWindowEvent
+shape, state passed from one invocation of a window to the next, batches never spanning windows,
+the final invocation, a response without state failing, and the checkpoint held until the final
+invocation succeeds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from tests.conftest import BrokerRunner, metric
 from tests.integration.helpers import function, respond_json, wait_until
+from tests.integration.test_dynamodb_streams import create_table
 from tests.integration.test_kinesis import FAST, mapping
 from tests.servers import Aws, Call, RecordingTarget, create_stream, put_records, stream_arn
 
@@ -108,3 +110,32 @@ async def test_checkpoint_waits_for_the_final_invoke(aws: Aws, broker: BrokerRun
 
 async def _checkpointed(app: Any, key: str) -> bool:
     return bool(await app._redis.hgetall(key))
+
+
+async def test_dynamodb_stream_windows(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
+    """The same contract on a DynamoDB stream: windows by ApproximateCreationDateTime, the stream's
+    ARN and shard in every event, and a final invocation carrying the window's state."""
+    arn = await create_table(aws, "counts")
+    for i in range(4):
+        await aws.call("dynamodb", "put_item", TableName="counts", Item={"id": {"S": f"i{i}"}})
+
+    def counting(event: Any, call: Call) -> web.Response:
+        return respond_json({"state": {"items": event["state"].get("items", 0) + len(event["Records"])}})
+
+    target.responder = counting
+    m = {"FunctionName": "f", "EventSourceArn": arn, "StartingPosition": "TRIM_HORIZON", "BatchSize": 3,
+         "TumblingWindowInSeconds": WINDOW}
+    settings = {"dynamodb_poll_interval_seconds": 0.1, "stream_discovery_interval_seconds": 1,
+                "tumbling_window_close_seconds": 0.5}
+    async with broker.run(function(target), [m], **settings):
+        await target.wait_for(lambda calls: sum(len(c.event["Records"]) for c in calls) >= 4
+                              and calls[-1].event["isFinalInvokeForWindow"])
+    events = [c.event for c in target.calls]
+    assert {e["eventSourceARN"] for e in events} == {arn}
+    assert len({e["shardId"] for e in events}) == 1
+    finals = [e for e in events if e["isFinalInvokeForWindow"]]
+    assert sum(e["state"]["items"] for e in finals) == 4
+    for e in events:
+        starts = {math.floor(r["dynamodb"]["ApproximateCreationDateTime"] / WINDOW) * WINDOW for r in e["Records"]}
+        assert len(starts) <= 1
+        assert not starts or e["window"]["start"] == _iso(starts.pop())
