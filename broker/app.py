@@ -53,7 +53,7 @@ from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService
 from broker.sources.leases import LeaseTable
 from broker.sources.mapping import MappingRunner, Source
-from broker.sources.shard_consumer import StreamSettings
+from broker.sources.shard_consumer import PrefetchBudget, StreamSettings
 from broker.sources.sqs import SqsMapping, SqsSettings
 from broker.sources.streams import StreamService
 from broker.sources.supervisor import StreamMapping
@@ -80,6 +80,7 @@ class App:
         self._redis: aioredis.Redis | None = None
         self._pipeline: AutoPipeline | None = None
         self.reservations: Reservations | None = None
+        self._prefetch = PrefetchBudget(config.broker.stream_prefetch_max_mib * 1024 * 1024)
         self._aws: AwsClients | None = None
         self._sender: DestinationSender | None = None
         self.queues: dict[str, AsyncQueue] = {}
@@ -261,7 +262,8 @@ class App:
                 backoff_base_seconds=s.retry_backoff_base_seconds,
                 backoff_max_seconds=s.retry_backoff_max_seconds,
                 window_close_seconds=s.tumbling_window_close_seconds),
-            discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds)
+            discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
+            budget=self._prefetch)
 
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker

@@ -55,6 +55,9 @@ class BrokerSettings(_Strict):
     # A tumbling window that no later record closes gets its final invocation this long after its end
     # (Lambda: "waits up to 2 minutes").
     tumbling_window_close_seconds: Annotated[float, Field(ge=0, le=120)] = 120.0
+    # Records read ahead and not yet handled, all stream shards of the replica together (each shard
+    # also stops at 8 MiB; one with nothing buffered may always read).
+    stream_prefetch_max_mib: Annotated[int, Field(ge=1)] = 64
     kinesis_min_read_interval_seconds: Annotated[float, Field(ge=0)] = 0.2  # 5 GetRecords/s/shard
     stream_discovery_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
     async_retry_delays_seconds: Annotated[list[float], Field(min_length=1)] = [60.0, 120.0]  # after errors 1, 2

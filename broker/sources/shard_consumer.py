@@ -69,6 +69,32 @@ class ConsumerState(enum.Enum):
     SHUTDOWN = "shutdown"
 
 
+class PrefetchBudget:
+    """Bytes of records read ahead and not yet handled, across all shard consumers of a replica, so
+    that many shards behind a slow function cannot hold more than ``limit`` between them. A shard
+    with nothing buffered may always read, so every shard keeps moving."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    def take(self, size: int) -> None:
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+    async def freed(self) -> None:
+        self._freed.clear()
+        await self._freed.wait()
+
+
 class ShutdownReason(enum.IntEnum):
     """Ranked as in KCL: a higher reason overrides a lower one."""
 
@@ -143,7 +169,7 @@ class ShardConsumer:
                  function: Function, checkpoints: CheckpointStore, sender: DestinationSender,
                  metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
                  checkpoint: str | None = None, fence: Fence | None = None,
-                 on_result: Callable[[str], None] = lambda _: None) -> None:
+                 on_result: Callable[[str], None] = lambda _: None, budget: PrefetchBudget | None = None) -> None:
         self.shard = shard
         self.state = ConsumerState.INITIALIZING
         self._service = service
@@ -163,6 +189,7 @@ class ShardConsumer:
         self._lanes = [_Lane() for _ in range(spec.parallelization)]
         self._buffered = 0
         self._buffered_bytes = 0
+        self._budget = budget
         # Reads are large enough for two batches per lane and for 5 reads a second to keep up with a
         # busy shard (Kinesis serves up to 2 MB/s per shard to a reader). The prefetch bound is two
         # reads, and the reader waits for room for a whole one: a bound of one read made each read
@@ -215,10 +242,15 @@ class ShardConsumer:
             return ShutdownReason.SHARD_END
         self.state = ConsumerState.PROCESSING
         log.info("shard_consumer_started", checkpoint=self._checkpointed, start=self._start[0])
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._read())
-            for lane in self._lanes:
-                group.create_task(self._work(lane))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read())
+                for lane in self._lanes:
+                    group.create_task(self._work(lane))
+        finally:
+            if self._budget is not None:  # records left unhandled at a stop are dropped: hand their bytes back
+                self._budget.give(self._buffered_bytes)
+            self._buffered_bytes = 0
         await self._write_checkpoint()
         if self._lease_lost:
             self.state = ConsumerState.SHUTDOWN
@@ -255,8 +287,7 @@ class ShardConsumer:
             empty_reads = 0
             while not self._stop.is_set():
                 while self._buffer_full() and not self._stop.is_set():
-                    self._space.clear()
-                    await self._space.wait()
+                    await self._wait_for_room()
                 pause = last_call + self._settings.min_read_interval_seconds - self._clock.monotonic()
                 if pause > 0 and not await self._sleep(pause):
                     break
@@ -287,8 +318,22 @@ class ShardConsumer:
                 lane.close()
 
     def _buffer_full(self) -> bool:
-        """No room for a whole read, or the records held already take PREFETCH_MAX_BYTES."""
-        return self._buffered > self._buffer_limit - self._read_size or self._buffered_bytes >= PREFETCH_MAX_BYTES
+        """No room for a whole read, the records held already take PREFETCH_MAX_BYTES, or the
+        replica's prefetch budget is spent (unless this shard holds nothing)."""
+        return (self._buffered > self._buffer_limit - self._read_size or self._buffered_bytes >= PREFETCH_MAX_BYTES
+                or (self._budget is not None and self._budget.exhausted and self._buffered > 0))
+
+    async def _wait_for_room(self) -> None:
+        """Until this shard's lanes or (with a budget) any shard's lanes hand records on, or stop()."""
+        self._space.clear()
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._space.wait())]
+        if self._budget is not None:
+            waits.append(asyncio.ensure_future(self._budget.freed()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def _idle_pause(self, empty_reads: int) -> float:
         """Lambda polls an idle shard every poll interval; with ``idle_poll_max_seconds`` set the
@@ -318,6 +363,8 @@ class ShardConsumer:
         lane = self._lanes[zlib.crc32(record.key.encode()) % len(self._lanes)]
         self._buffered += 1
         self._buffered_bytes += len(record.encoded)
+        if self._budget is not None:
+            self._budget.take(len(record.encoded))
         lane.put(record)
 
     async def _sleep(self, seconds: float) -> bool:
@@ -354,8 +401,11 @@ class ShardConsumer:
                 return
             finally:
                 if batch:
+                    size = sum(len(r.encoded) for r in batch)
                     self._buffered -= len(batch)
-                    self._buffered_bytes -= sum(len(r.encoded) for r in batch)
+                    self._buffered_bytes -= size
+                    if self._budget is not None:
+                        self._budget.give(size)
                     self._space.set()
 
     async def _next_batch(self, lane: _Lane) -> list[StreamRecord] | None:

@@ -23,7 +23,13 @@ from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.leases import Fence, LeaseTable
-from broker.sources.shard_consumer import ShardConsumer, ShutdownReason, StreamMappingSpec, StreamSettings
+from broker.sources.shard_consumer import (
+    PrefetchBudget,
+    ShardConsumer,
+    ShutdownReason,
+    StreamMappingSpec,
+    StreamSettings,
+)
 from broker.sources.streams import StreamService
 from broker.types import ShardInfo
 
@@ -63,13 +69,14 @@ class StreamMapping:
     def __init__(self, *, esm: EventSourceMapping, function: Function, service: StreamService,
                  checkpoints: CheckpointStore, leases: LeaseTable, sender: DestinationSender, metrics: Metrics,
                  clock: Clock, settings: StreamSettings, discovery_interval_seconds: float,
-                 lease_ttl_seconds: float) -> None:
+                 lease_ttl_seconds: float, budget: PrefetchBudget | None = None) -> None:
         self.esm = esm
         self.last_processing_result = "No records processed"
         self._spec = mapping_spec(esm, service.data_key)
         self._function = function
         self._service = service
         self._checkpoints = checkpoints
+        self._budget = budget  # shared by every mapping of the replica
         self._leases = leases
         self._sender = sender
         self._metrics = metrics
@@ -180,7 +187,7 @@ class StreamMapping:
             shard=shard, service=self._service, spec=self._spec, function=self._function,
             checkpoints=self._checkpoints, sender=self._sender, metrics=self._metrics,
             clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
-            fence=fence, on_result=self._record_result)
+            fence=fence, on_result=self._record_result, budget=self._budget)
         self.consumers[shard.shard_id] = consumer
         group.create_task(self._run_consumer(consumer, fence), name=f"shard:{shard.shard_id}")
 

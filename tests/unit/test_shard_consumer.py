@@ -14,7 +14,13 @@ from broker.errors import AwsError
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END
-from broker.sources.shard_consumer import ShardConsumer, ShutdownReason, StreamMappingSpec, StreamSettings
+from broker.sources.shard_consumer import (
+    PrefetchBudget,
+    ShardConsumer,
+    ShutdownReason,
+    StreamMappingSpec,
+    StreamSettings,
+)
 from broker.sources.streams import ReadResult
 from broker.types import InvokeContext, InvokeResult, ShardInfo, SourceKind, StreamRecord
 
@@ -92,7 +98,7 @@ class MemoryCheckpoints:
 
 
 def consumer(stream: StreamTwin, target: Recorder, checkpoints: MemoryCheckpoints,
-             checkpoint: str | None = None) -> ShardConsumer:
+             checkpoint: str | None = None, budget: PrefetchBudget | None = None) -> ShardConsumer:
     spec = StreamMappingSpec(uuid="u", batch_size=2, window_seconds=0, parallelization=1, max_retry_attempts=-1,
                              max_record_age_seconds=-1, bisect=False, report_batch_item_failures=False,
                              destination=None, starting_position="TRIM_HORIZON", starting_timestamp=None, filter=None)
@@ -104,7 +110,7 @@ def consumer(stream: StreamTwin, target: Recorder, checkpoints: MemoryCheckpoint
     return ShardConsumer(shard=ShardInfo("shard-0", (), stream.records[-1] if stream.closed else None),
                          service=stream, spec=spec, function=fn, checkpoints=checkpoints,  # type: ignore[arg-type]
                          sender=None, metrics=metrics, clock=SystemClock(), settings=settings,  # type: ignore[arg-type]
-                         start=("TRIM_HORIZON", None), checkpoint=checkpoint)
+                         start=("TRIM_HORIZON", None), checkpoint=checkpoint, budget=budget)
 
 
 @pytest.mark.timeout(10)
@@ -149,6 +155,41 @@ async def test_prefetch_stops_at_its_byte_bound() -> None:
     assert await task is ShutdownReason.SHARD_END
     assert [s for batch in target.batches for s in batch] == stream.records
     assert all(len(batch) == 1 for batch in target.batches)  # two would pass Lambda's 6 MB payload
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("budget_mib", "reads"), [(None, 3), (4, 2)])
+async def test_the_replicas_prefetch_budget_stops_reads_early(budget_mib: int | None, reads: int) -> None:
+    """1 MB records, three a read, the function busy: alone a shard reads until it holds 8 MiB
+    (three reads); a 4 MiB budget for the replica stops it after two. Nothing is left charged
+    to the budget once the shard is done."""
+    stream = StreamTwin(12, expire_after=100, closed=True, pad=1024 * 1024)
+    target = Recorder()
+    target.gate.clear()
+    budget = PrefetchBudget(budget_mib * 1024 * 1024) if budget_mib else None
+    task = asyncio.create_task(consumer(stream, target, MemoryCheckpoints(), budget=budget).run())
+    await asyncio.sleep(0.3)
+    assert stream.reads == reads
+    target.gate.set()
+    assert await task is ShutdownReason.SHARD_END
+    assert [s for batch in target.batches for s in batch] == stream.records
+    assert budget is None or budget.used == 0
+
+
+@pytest.mark.timeout(10)
+async def test_a_stopped_shard_hands_its_prefetch_back() -> None:
+    stream = StreamTwin(12, expire_after=100, pad=1024 * 1024)
+    target = Recorder()
+    target.gate.clear()
+    budget = PrefetchBudget(64 * 1024 * 1024)
+    shard = consumer(stream, target, MemoryCheckpoints(), budget=budget)
+    task = asyncio.create_task(shard.run())
+    await asyncio.sleep(0.2)
+    assert budget.used > 0
+    shard.stop()
+    target.gate.set()
+    assert await task is ShutdownReason.REQUESTED
+    assert budget.used == 0
 
 
 def test_idle_pause_is_lambdas_interval_unless_a_cap_is_set() -> None:
