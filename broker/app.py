@@ -110,9 +110,8 @@ class App:
             stack.push_async_callback(self._redis.aclose)
             self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
             stack.push_async_callback(self._pipeline.aclose)
-            self.reservations = Reservations(
-                self._redis, lambda: {n: f.ReservedConcurrentExecutions for n, f in self.config.functions.items()},
-                lambda: self.config.broker.account_concurrency)
+            self.reservations = Reservations(self._redis, lambda: self.config.functions,
+                                             lambda: self.config.broker.account_concurrency)
             await self.reservations.refresh()
             self._permits = Permits(self._redis, self._pool, clock=self.clock, replica=self.replica_id,
                                     ttl_seconds=settings.permit_ttl_seconds, pipeline=self._pipeline)

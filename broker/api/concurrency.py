@@ -7,17 +7,16 @@ and errors, so boto3's ``put_function_concurrency`` and friends work unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from broker.api.errors import aws_error
+from broker.api.errors import Handler, aws_error, store_guarded
 from broker.api.invoke import resolve_name
 from broker.concurrency.reservations import Reservations
-from broker.errors import BrokerError, ReservationRefused
+from broker.errors import ReservationRefused
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
 # What GetAccountSettings reports besides concurrency: Lambda's default code-size quotas (the broker
 # runs no code packages, so usage is 0).
 _CODE_LIMITS = {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800}
@@ -33,7 +32,8 @@ class _Api:
         self._account_limit = account_limit
 
     def routes(self) -> list[web.RouteDef]:
-        g = self._guarded
+        def g(handler: Handler) -> Handler:
+            return store_guarded(handler, "concurrency store")
         return [
             web.put("/2017-10-31/functions/{name}/concurrency", g(self.put)),
             web.delete("/2017-10-31/functions/{name}/concurrency", g(self.delete)),
@@ -41,18 +41,6 @@ class _Api:
             web.get("/2016-08-19/account-settings", g(self.account_settings)),
             web.get("/2016-08-19/account-settings/", g(self.account_settings)),
         ]
-
-    @staticmethod
-    def _guarded(handler: Handler) -> Handler:
-        async def run(request: web.Request) -> web.Response:
-            try:
-                return await handler(request)
-            except ReservationRefused as exc:
-                return aws_error(400, "InvalidParameterValueException", str(exc))
-            except BrokerError as exc:
-                return aws_error(500, "ServiceException", f"The concurrency store is unavailable: {exc}",
-                                 error_type="Service")
-        return run
 
     def _function(self, request: web.Request) -> tuple[str, web.Response | None]:
         name, _ = resolve_name(request.match_info["name"], self._account)
@@ -74,7 +62,10 @@ class _Api:
             return aws_error(400, "ValidationException",
                              f"1 validation error detected: Value '{value}' at 'reservedConcurrentExecutions' "
                              "failed to satisfy constraint: Member must have value greater than or equal to 0")
-        await self._reservations.put(name, value)
+        try:
+            await self._reservations.put(name, value)
+        except ReservationRefused as exc:
+            return aws_error(400, "InvalidParameterValueException", str(exc))
         return web.json_response({"ReservedConcurrentExecutions": value})
 
     async def get(self, request: web.Request) -> web.Response:

@@ -6,20 +6,18 @@ shapes follow Lambda, so boto3's ``put_function_event_invoke_config`` and friend
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from broker.api.errors import aws_error
+from broker.api.errors import Handler, aws_error, store_guarded
 from broker.api.invoke import Invokable, resolve_name
 from broker.arns import is_fifo, parse_arn
 from broker.async_invoke.invoke_config import FIELDS, StoredConfig
 from broker.config.models import EventInvokeConfigSpec
-from broker.errors import BrokerError
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
 _PATH = "/2019-09-25/functions/{name}/event-invoke-config"
 _RANGES = {"MaximumRetryAttempts": (0, 2), "MaximumEventAgeInSeconds": (60, 21600)}
 _SERVICES = {"OnSuccess": ("sqs", "sns", "lambda", "events"), "OnFailure": ("sqs", "sns", "lambda", "events", "s3")}
@@ -106,19 +104,10 @@ class _Api:
         self._account = account
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.put(_PATH, self._guarded(self.put)), web.post(_PATH, self._guarded(self.update)),
-                web.get(_PATH, self._guarded(self.get)), web.delete(_PATH, self._guarded(self.delete)),
-                web.get(_PATH + "/list", self._guarded(self.list_configs))]
-
-    @staticmethod
-    def _guarded(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def run(request: web.Request) -> web.Response:
-            try:
-                return await handler(request)
-            except BrokerError as exc:
-                return aws_error(500, "ServiceException", f"The config store is unavailable: {exc}",
-                                 error_type="Service")
-        return run
+        def g(handler: Handler) -> Handler:
+            return store_guarded(handler, "config store")
+        return [web.put(_PATH, g(self.put)), web.post(_PATH, g(self.update)), web.get(_PATH, g(self.get)),
+                web.delete(_PATH, g(self.delete)), web.get(_PATH + "/list", g(self.list_configs))]
 
     def _target(self, request: web.Request) -> tuple[str, Invokable | None]:
         name, qualifier = resolve_name(request.match_info["name"], self._account)

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from broker.config.models import FunctionConfig
 from broker.config.rules import MIN_UNRESERVED_CONCURRENCY
 from broker.errors import BrokerError, ReservationRefused
 from broker.redis_state import translated
@@ -26,22 +27,22 @@ _NONE = "none"
 
 
 class Reservations:
-    def __init__(self, redis: Any, file_values: Callable[[], Mapping[str, int | None]],
+    def __init__(self, redis: Any, functions: Callable[[], Mapping[str, FunctionConfig]],
                  account_limit: Callable[[], int]) -> None:
         self._redis = redis
-        self._file_values = file_values
+        self._functions = functions  # the current config's functions (a reload applies at once)
         self._account_limit = account_limit
         self._overrides: dict[str, int | None] = {}
 
     def reserved(self, function: str) -> int | None:
         if function in self._overrides:
             return self._overrides[function]
-        return self._file_values().get(function)
+        config = self._functions().get(function)
+        return config.ReservedConcurrentExecutions if config else None
 
     def unreserved(self, without: str | None = None) -> int:
         """The account's executions not reserved by any function (``without`` one of them)."""
-        return self._account_limit() - sum(self.reserved(name) or 0 for name in self._file_values()
-                                           if name != without)
+        return self._account_limit() - sum(self.reserved(name) or 0 for name in self._functions() if name != without)
 
     async def refresh(self) -> None:
         """Re-read what the API set (on a Redis error keep what was read last)."""

@@ -13,12 +13,12 @@ a fresh state.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.destinations.records import iso_s
 from broker.types import StreamRecord
 
 MAX_STATE_BYTES = 1024 * 1024
@@ -26,10 +26,6 @@ MAX_STATE_BYTES = 1024 * 1024
 
 def window_start(arrival: float, seconds: int) -> float:
     return math.floor(arrival / seconds) * seconds
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -48,7 +44,7 @@ class Window:
 
     def event(self, records: list[StreamRecord], *, shard_id: str, source_arn: str, final: bool = False) -> bytes:
         """Lambda's TimeWindowEvent: ``Records`` then the window fields, in Lambda's order."""
-        extra = json.dumps({"window": {"start": _iso(self.start), "end": _iso(self.end)}, "state": self.state,
+        extra = json.dumps({"window": {"start": iso_s(self.start), "end": iso_s(self.end)}, "state": self.state,
                             "shardId": shard_id, "eventSourceARN": source_arn, "isFinalInvokeForWindow": final,
                             "isWindowTerminatedEarly": self.terminated_early and final},
                            separators=(",", ":"))
