@@ -15,16 +15,16 @@ import functools
 import json
 import socket
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from broker import __version__, demo
+from broker import __version__, demo, redis_client
 from broker.api import concurrency as concurrency_api
 from broker.api import health, mappings
 from broker.api import invoke as invoke_api
@@ -34,6 +34,7 @@ from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.aws import AwsClients, call
+from broker.batching.policies import backoff_delay
 from broker.clock import Clock, SystemClock
 from broker.concurrency.reservations import Reservations
 from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
@@ -47,7 +48,7 @@ from broker.invoking.base import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
-from broker.redis_state import AutoPipeline
+from broker.redis_state import AutoPipeline, StateMarker
 from broker.sources.checkpoints import CheckpointStore
 from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService
@@ -60,6 +61,7 @@ from broker.sources.supervisor import StreamMapping
 from broker.types import SourceKind
 
 log = structlog.get_logger("broker.app")
+T = TypeVar("T")
 
 
 class App:
@@ -77,7 +79,8 @@ class App:
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._draining = False
-        self._redis: aioredis.Redis | None = None
+        self._redis: Any = None
+        self._marker: StateMarker | None = None
         self._pipeline: AutoPipeline | None = None
         self.reservations: Reservations | None = None
         self._prefetch = PrefetchBudget(config.broker.stream_prefetch_max_mib * 1024 * 1024)
@@ -103,11 +106,9 @@ class App:
         async with contextlib.AsyncExitStack() as stack:
             redis_url = await self._start_redis(stack)
             endpoint = await self._start_aws(stack)
-            # A blocking pool: a thousand shard consumers wait for one of a few connections
-            # instead of opening a thousand (or failing with "Too many connections").
-            self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=64, timeout=10))
+            self._redis = redis_client.connect(redis_url)
             stack.push_async_callback(self._redis.aclose)
+            self._marker = StateMarker(self._redis)
             self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
             stack.push_async_callback(self._pipeline.aclose)
             self.reservations = Reservations(self._redis, lambda: self.config.functions,
@@ -125,13 +126,17 @@ class App:
             self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
             for name, fn in self.config.functions.items():
                 await self._add_function(name, fn)
-            if self.config.local:
-                await demo.create_resources(self._aws, self.config.local)
-            for esm in self.config.event_source_mappings:
-                await self._add_mapping(esm)
+            # The API (and /healthz) answers while the sources are checked: a slow or unreachable
+            # AWS at start-up shows as not ready, not as a pod that never starts.
             runner = await self._start_api()
             stack.push_async_callback(runner.cleanup)
-            await self._serve()
+            local, aws = self.config.local, self._aws
+            if local:
+                await self._when_reachable("embedded demo resources", lambda: demo.create_resources(aws, local))
+            for esm in self.config.event_source_mappings:
+                await self._add_mapping(esm)
+            if not self._stopping.is_set():
+                await self._serve()
 
     # ------------------------------------------------------------------ start-up
 
@@ -204,11 +209,14 @@ class App:
         assert self._aws is not None
         sqs = await self._aws.client("sqs")
         arn = parse_arn(esm.EventSourceArn)
-        try:
+        async def describe() -> tuple[str, dict[str, str]]:
             url = (await call(sqs.get_queue_url, QueueName=arn.resource,
                               QueueOwnerAWSAccountId=arn.account))["QueueUrl"]
-            attrs = (await call(sqs.get_queue_attributes, QueueUrl=url,
-                                AttributeNames=["VisibilityTimeout"]))["Attributes"]
+            return url, (await call(sqs.get_queue_attributes, QueueUrl=url,
+                                    AttributeNames=["VisibilityTimeout"]))["Attributes"]
+
+        try:
+            url, attrs = await self._when_reachable(f"queue {esm.EventSourceArn}", describe)
         except AwsError as exc:
             raise StartupError(f"mapping {esm.UUID}: cannot use queue {esm.EventSourceArn}: "
                                f"{exc}") from exc
@@ -246,7 +254,7 @@ class App:
                                              arn=esm.EventSourceArn, region=s.region)
             poll = s.dynamodb_poll_interval_seconds
         try:
-            await service.shards()
+            await self._when_reachable(f"stream {esm.EventSourceArn}", service.shards)
         except AwsError as exc:
             raise StartupError(f"mapping {esm.UUID}: cannot use stream {esm.EventSourceArn}: {exc}") from exc
         assert self._sender is not None
@@ -263,6 +271,24 @@ class App:
                 window_close_seconds=s.tumbling_window_close_seconds),
             discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
             budget=self._prefetch)
+
+    async def _when_reachable(self, what: str, probe: Callable[[], Awaitable[T]]) -> T:
+        """``probe()``, retried with backoff while it fails with a retryable error (AWS unreachable
+        or throttling at start-up); a non-retryable error (a missing queue) is the caller's."""
+        s = self.config.broker
+        attempt = 0
+        while True:
+            try:
+                return await probe()
+            except BrokerError as exc:
+                if not exc.retryable or self._stopping.is_set():
+                    raise
+                delay = backoff_delay(attempt, base=s.retry_backoff_base_seconds,
+                                      cap=min(s.retry_backoff_max_seconds, 30))
+                log.warning("startup_waiting", what=what, error=str(exc), retry_in_seconds=round(delay, 2))
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
@@ -433,6 +459,7 @@ class App:
     async def _heartbeat(self) -> None:
         """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring)."""
         assert self._redis is not None
+        assert self._marker is not None
         interval = self.config.broker.heartbeat_interval_seconds
         key = f"{{broker}}:replica:{self.replica_id}"
         started = self.clock.time()
@@ -441,7 +468,13 @@ class App:
                                 "started": started, "mappings": sorted(self.runners)})
             try:
                 await self._redis.set(key, value, px=int(interval * 3000))
-            except Exception as exc:
+                if await self._marker.lost():
+                    self.metrics.state_lost.labels("redis").inc()
+                    log.error("redis_state_lost", what="redis",
+                              note="Redis answered without the broker's keys (a flush, or a failover to a "
+                                   "replica that missed writes); consumer groups, scripts and heartbeats are "
+                                   "recreated, stream mappings resume from the checkpoints this replica knew")
+            except (RedisError, OSError) as exc:
                 log.warning("heartbeat_failed", error=str(exc))
             await self.clock.sleep(interval)
 
@@ -455,8 +488,10 @@ class App:
             try:
                 async with asyncio.timeout(2):
                     await self._redis.ping()
-            except Exception as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 problems.append(f"redis: {exc.__class__.__name__}: {exc}")
+        problems += [f"async: consumer group of {name} not joined" for name, worker in self._workers.items()
+                     if not worker.ready]
         problems += await self._aws_problems()
         return problems
 

@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import signal
 import sys
+import traceback
 from typing import Any
 
 from broker import __version__
-from broker.errors import BrokerError, ConfigError
+from broker.errors import BrokerError, ConfigError, describe, leaf_errors
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,16 +77,12 @@ def _run(config: object, path: str) -> int:
 
     try:
         _event_loop_runner()(serve())
-    except BrokerError as exc:
-        log.error("startup_failed", error=str(exc))
-        print(f"broker: {exc}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        ours, rest = group.split(BrokerError)
-        if rest is not None or ours is None:
-            raise
-        for error in ours.exceptions:
-            log.error("failed", error=str(error))
-            print(f"broker: {error}", file=sys.stderr)
+    except Exception as exc:  # a bad config, a missing resource at start-up, or a bug: name it, last
+        errors = leaf_errors(exc)
+        for error in errors:
+            if not isinstance(error, BrokerError):  # a bug: its traceback is for the report
+                traceback.print_exception(error)
+        log.error("broker_failed", error=describe(errors))
+        print(f"broker: {describe(errors)}", file=sys.stderr)
         return 1
     return 0

@@ -5,6 +5,7 @@
     ├── StartupError                 the world does not match the config (queue missing, timeout > visibility)
     ├── ReservationRefused           a reserved concurrency would leave the account under 100 unreserved
     ├── StateStoreError              Redis failed (translated in redis_state.py); retryable
+    │   └── StateLost                Redis answered without the broker's keys (flush, stale failover)
     ├── AwsError                     an AWS call failed (translated once, in aws.py)
     │   └── AwsThrottled             throttled / limit exceeded / transient service fault (retryable)
     └── InvokeError                  a target could not be invoked (never a function error: those are results)
@@ -58,6 +59,11 @@ class StateStoreError(BrokerError):
     retryable = True
 
 
+class StateLost(StateStoreError):
+    """Redis answered, but state the broker had written is gone (a consumer group, checkpoints):
+    a flush, or a failover to a replica that missed writes. Recreated; counted and logged loudly."""
+
+
 class AwsError(BrokerError):
     """An AWS API call failed with ``code``."""
 
@@ -96,3 +102,23 @@ class TargetThrottled(InvokeError):
 
 class TargetUnreachable(InvokeError):
     """The target could not be reached (connection refused, reset, DNS)."""
+
+
+def leaf_errors(exc: BaseException) -> list[BaseException]:
+    """The errors inside (possibly nested) exception groups, or ``[exc]`` for a plain one."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_errors(inner)]
+    return [exc]
+
+
+def only_broker_errors(exc: BaseException) -> list[BrokerError] | None:
+    """The leaf errors if every one is a ``BrokerError`` (expected: retry), else None (a bug)."""
+    leaves = leaf_errors(exc)
+    if all(isinstance(e, BrokerError) for e in leaves):
+        return [e for e in leaves if isinstance(e, BrokerError)]
+    return None
+
+
+def describe(errors: list[BaseException]) -> str:
+    """One line naming each error: ``Type: message; Type: message``."""
+    return "; ".join(f"{type(e).__name__}: {e}" for e in errors)

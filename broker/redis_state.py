@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from broker.errors import StateStoreError
+from broker.errors import StateLost, StateStoreError
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def state_error(exc: RedisError | OSError) -> StateStoreError:
+    """The broker's error for a redis-py or socket error: ``StateLost`` when Redis answered that a
+    consumer group the broker had created is gone (a flush, a failover to a stale replica)."""
+    if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+        return StateLost(f"redis: {exc}")
+    return StateStoreError(f"redis: {type(exc).__name__}: {exc}")
 
 
 def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -25,8 +34,30 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         try:
             return await fn(*args, **kwargs)
         except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+            raise state_error(exc) from exc
     return wrapper
+
+
+class StateMarker:
+    """Notices that Redis lost the broker's state (a flush, a failover to a replica that missed
+    writes): one key, written once by whichever replica comes first, and compared by every
+    replica on each heartbeat. Gone, or replaced by another replica's, means lost."""
+
+    KEY = "{broker}:state"
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._seen: bytes | None = None
+
+    async def lost(self) -> bool:
+        """True once per loss; raises redis-py errors while Redis is away."""
+        current = await self._redis.get(self.KEY)
+        if current is None:
+            token = uuid.uuid4().hex.encode()
+            await self._redis.set(self.KEY, token, nx=True)
+            current = await self._redis.get(self.KEY)
+        was, self._seen = self._seen, current
+        return was is not None and current != was
 
 
 def lua(package: str, name: str) -> str:

@@ -4,6 +4,7 @@ process on a free loopback port, plus a recording HTTP target the tests can prog
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import yaml
 from aiohttp import web
 
 from broker.embedded import free_port, wait_for_port
@@ -261,3 +264,122 @@ async def wait_active(aws: Aws, stream: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"stream {stream} never became ACTIVE")
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose upstream can be taken away: ``cut()`` closes the listener and
+    every open connection (clients see connection refused/reset), ``restore()`` listens again on
+    the same port. Stands for an AWS endpoint that becomes unreachable."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def stop(self) -> None:
+        await self.cut()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+                self._writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+class BrokerProcess:
+    """``python -m broker run`` in its own process, its log in a file the test can read."""
+
+    def __init__(self, config: dict[str, Any], tmp: Path, name: str = "broker") -> None:
+        self.tmp = tmp
+        self.name = name
+        self.port = free_port()
+        config["broker"]["api"] = {"host": "127.0.0.1", "port": self.port}
+        self.config = config
+        self.log_path = tmp / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> None:
+        path = self.tmp / f"{self.name}.yaml"
+        path.write_text(yaml.safe_dump(self.config))
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen([sys.executable, "-m", "broker", "run", "-c", str(path)],
+                                      stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        log.close()
+        if wait:
+            wait_for_port(self.port, self._proc, self.name, timeout=60)
+
+    @property
+    def returncode(self) -> int | None:
+        assert self._proc is not None
+        return self._proc.poll()
+
+    def signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
+    def stop(self) -> int | None:
+        if self._proc is None or self._proc.poll() is not None:
+            return self._proc.returncode if self._proc else None
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            return self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            return self._proc.wait()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                doc = json.loads(line)
+                if isinstance(doc, dict):
+                    out.append(doc)
+        return out
+
+    def ready(self) -> tuple[int, dict[str, Any]]:
+        """``/readyz``: (status, body); (0, {}) if the API does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as resp:  # noqa: S310 - loopback
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}

@@ -75,6 +75,9 @@ async def _run_sync(target: Invokable, text: str, request_id: str, log_type: str
     except TargetUnreachable as exc:
         return aws_error(502, "ServiceException", f"The function's target could not be reached: {exc}",
                          error_type="Service")
+    except BrokerError as exc:  # Redis (the permits) away: retryable, and SDKs retry a 503
+        return aws_error(503, "ServiceException", f"The function could not be invoked now: {exc}",
+                         error_type="Service")
     headers = {"X-Amz-Executed-Version": "$LATEST", "X-Amzn-RequestId": request_id}
     if result.function_error:
         headers["X-Amz-Function-Error"] = result.function_error
@@ -103,7 +106,8 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
         try:
             await target.queue.enqueue(request_id, text)
         except BrokerError as exc:
-            return aws_error(500, "ServiceException", f"The event could not be queued: {exc}", error_type="Service")
+            # Redis away or full (noeviction): nothing was accepted, and SDKs retry a 503
+            return aws_error(503, "ServiceException", f"The event could not be queued: {exc}", error_type="Service")
         metrics.async_events_received.labels(name).inc()
         return web.Response(status=202, headers={"X-Amzn-RequestId": request_id})
 

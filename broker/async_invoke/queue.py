@@ -37,6 +37,9 @@ class AsyncEvent:
     last: dict[str, Any] | None = None  # last run: {"functionError", "payload", "status"}
     outcome: str | None = None  # set once decided: a condition whose delivery is still owed
     entry_id: str = field(default="", compare=False)
+    # In this worker only, so a step retried after a Redis error is not done twice:
+    delivered: bool = field(default=False, compare=False)  # the outcome reached its destinations
+    scheduled: float | None = field(default=None, compare=False)  # a retry after this many seconds is owed
 
     def document(self) -> str:
         return json.dumps({"id": self.request_id, "payload": self.payload, "enqueued_ms": self.enqueued_ms,
@@ -64,14 +67,18 @@ class AsyncQueue:
         self._promote = redis.register_script(lua("broker.async_invoke", "promote.lua"))
         self._finish = redis.register_script(lua("broker.async_invoke", "finish.lua"))
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self) -> bool:
+        """Create the consumer group (from the stream's start: nothing queued is skipped); True if it
+        had to be created, False if it was there."""
         try:
             await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise StateStoreError(f"redis: {exc}") from exc
+            return False
         except (RedisError, OSError) as exc:
             raise StateStoreError(f"redis: {exc}") from exc
+        return True
 
     @translated
     async def enqueue(self, request_id: str, payload: str) -> str:

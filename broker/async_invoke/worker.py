@@ -31,8 +31,8 @@ from broker.clock import Clock
 from broker.config.models import FunctionConfig
 from broker.destinations.records import async_record
 from broker.destinations.sender import DestinationSender
-from broker.errors import BrokerError, InvokeError
-from broker.invoking.base import Function
+from broker.errors import BrokerError, InvokeError, StateLost
+from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 
 log = structlog.get_logger("broker.async")
@@ -77,21 +77,28 @@ class AsyncWorker:
         self._m_destination_failures = metrics.destination_delivery_failures.labels(name)
         self._m_dlq_errors = metrics.dead_letter_errors.labels(name)
         self._m_depth = metrics.async_queue_depth.labels(name)
+        self._m_state_lost = metrics.state_lost.labels("consumer_group")
+        self._joined = False  # the consumer group is known to exist
+        self._joined_once = False
+        self._handling: set[str] = set()  # entry ids in hand
 
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def ready(self) -> bool:
+        """The consumer group is there and this worker reads from it (readiness)."""
+        return self._joined
+
     async def run(self) -> None:
         structlog.contextvars.bind_contextvars(function=self._function.name)
-        await self._queue.ensure_group()
         claim_ms = int((self._function.timeout + self._settings.claim_idle_seconds) * 1000)
         async with asyncio.TaskGroup() as group:
-            backlog = await self._queue.read(self._consumer, 1000, 0, pending=True)  # ours, from before a crash
-            for event in backlog:
-                await self._start(group, event)
             rounds = 0
             while not self._stop.is_set():
                 try:
+                    if not self._joined:
+                        await self._join(group)
                     await self._queue.promote_due()
                     if rounds % 10 == 0:
                         for event in await self._queue.reclaim(self._consumer, claim_ms, 100):
@@ -105,9 +112,24 @@ class AsyncWorker:
                     chunk = min(free, READ_CHUNK)
                     for event in await self._queue.read(self._consumer, chunk, self._settings.poll_block_ms):
                         await self._start(group, event)
+                except StateLost as exc:  # Redis came back without the group: recreate it at once
+                    self._joined = False
+                    log.error("redis_state_lost", what="consumer_group", stream=self._queue.stream, error=str(exc))
                 except BrokerError as exc:
                     log.warning("async_queue_unavailable", error=str(exc))
                     await self._clock.sleep(1.0)
+
+    async def _join(self, group: asyncio.TaskGroup) -> None:
+        """Create the consumer group if it is missing, then take up this consumer's own pending
+        entries (left by a crash of this replica, or by a Redis outage mid-event)."""
+        if await self._queue.ensure_group() and self._joined_once:
+            self._m_state_lost.inc()
+            log.error("consumer_group_recreated", stream=self._queue.stream,
+                      note="events queued before Redis lost its data are gone; new events flow")
+        self._joined = self._joined_once = True
+        for event in await self._queue.read(self._consumer, 1000, 0, pending=True):
+            if event.entry_id not in self._handling:
+                await self._start(group, event)
 
     def _capacity(self) -> int:
         """Events in flight at most: the worker's concurrency, or fewer if the function reserves fewer."""
@@ -125,11 +147,30 @@ class AsyncWorker:
         group.create_task(self._guarded(event))
 
     async def _guarded(self, event: AsyncEvent) -> None:
+        """Handle one event; a Redis error mid-way is retried here with the event in hand (each
+        step done once), for up to half the claim timeout; after that the entry stays pending
+        and is claimed again."""
+        give_up_at = self._clock.monotonic() + self._settings.claim_idle_seconds / 2
+        failures = 0
+        self._handling.add(event.entry_id)
         try:
-            await self._handle(event)
-        except BrokerError as exc:  # Redis hiccup: the entry stays pending and is claimed again
-            log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
+            while True:
+                try:
+                    await self._handle(event)
+                except BrokerError as exc:
+                    delay = backoff_delay(failures, base=self._settings.backoff_base_seconds,
+                                          cap=self._settings.backoff_max_seconds)
+                    if not exc.retryable or self._stop.is_set() or self._clock.monotonic() + delay > give_up_at:
+                        log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
+                        return
+                    log.info("async_event_retrying", request_id=event.request_id, error=str(exc),
+                             delay_seconds=round(delay, 3))
+                    await self._clock.sleep(delay)
+                    failures += 1
+                else:
+                    return
         finally:
+            self._handling.discard(event.entry_id)
             self._in_flight -= 1
             self._slot_freed.set()
 
@@ -141,8 +182,7 @@ class AsyncWorker:
     async def _handle(self, event: AsyncEvent) -> None:
         await self._invoke_config.refresh()  # at most one read a second: an event never meets a config older than that
         cfg = self._invoke_config.current
-        if event.outcome:  # decided earlier; only the delivery is owed
-            await self._conclude(event, event.outcome)
+        if await self._resumed(event):
             return
         if self._reserved() == 0:
             await self._conclude(event, "ZeroReservedConcurrency")
@@ -152,7 +192,8 @@ class AsyncWorker:
             return
         self._m_age.observe(self._age(event))
         try:
-            result = await self._function.invoke(event.payload.encode(), request_id=event.request_id)
+            result = await self._function.invoke(event.payload.encode(), request_id=event.request_id,
+                                                 wait_seconds=PERMIT_WAIT_SECONDS)
         except InvokeError as exc:
             delay = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
                                   cap=self._settings.backoff_max_seconds, retry_after=exc.retry_after)
@@ -172,23 +213,35 @@ class AsyncWorker:
         delays = self._settings.retry_delays_seconds
         await self._retry_or_expire(event, delays[min(event.attempts - 1, len(delays) - 1)], reason="FunctionError")
 
+    async def _resumed(self, event: AsyncEvent) -> bool:
+        """Finish what an earlier try decided (a retry's move, an outcome's delivery); False if nothing was."""
+        if event.scheduled is not None:  # decided in an earlier try of this step: only the move is owed
+            await self._queue.retry_later(event, event.scheduled)
+        elif event.outcome:  # decided earlier (maybe before a crash): only the delivery is owed
+            await self._conclude(event, event.outcome)
+        else:
+            return False
+        return True
+
     async def _retry_or_expire(self, event: AsyncEvent, delay: float, *, reason: str) -> None:
         if self._age(event) + delay > self._invoke_config.current.MaximumEventAgeInSeconds:
             await self._conclude(event, "EventAgeExceeded")
             return
         log.info("async_retry_scheduled", request_id=event.request_id, delay_seconds=round(delay, 3), reason=reason,
                  attempts=event.attempts)
+        event.scheduled = delay
         await self._queue.retry_later(event, delay)
 
     async def _conclude(self, event: AsyncEvent, condition: str) -> None:
         """Deliver the outcome; if a delivery fails, keep the event queued with its outcome and retry later."""
         event.outcome = condition
-        delivered = await self._deliver(event, condition)
-        if not delivered:
+        if not event.delivered:
+            event.delivered = await self._deliver(event, condition)
+        if not event.delivered:
             event.throttles += 1
-            delay = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
-                                  cap=self._settings.backoff_max_seconds)
-            await self._queue.retry_later(event, delay)
+            event.scheduled = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
+                                            cap=self._settings.backoff_max_seconds)
+            await self._queue.retry_later(event, event.scheduled)
             return
         if condition != "Success":
             self._m_dropped.labels(self._function.name, condition).inc()

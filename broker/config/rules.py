@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 import uuid
 
+from broker import redis_client
 from broker.arns import is_fifo, parse_arn, source_kind
 from broker.batching.filtering import FilterPatternError, compile_pattern
 from broker.config.models import Config, EventSourceMapping
-from broker.errors import ConfigIssue
+from broker.errors import ConfigError, ConfigIssue
 from broker.types import SourceKind
 
 _STREAM_ONLY = (
@@ -39,6 +40,7 @@ def check(config: Config, *, now: float | None = None, positions: list[int] | No
     """Every cross-field issue. ``positions`` gives each mapping's index in the file and
     ``known_functions`` every declared name, for when only the valid parts of a file are checked."""
     issues: list[ConfigIssue] = []
+    issues += _check_settings(config)
     issues += _check_functions(config)
     seen_pairs: dict[tuple[str, str], str] = {}
     seen_uuids: set[str] = set()
@@ -58,6 +60,17 @@ def check(config: Config, *, now: float | None = None, positions: list[int] | No
                 f"with UUID {seen_pairs[pair]}")))
         seen_pairs.setdefault(pair, uid)
     return issues
+
+
+def _check_settings(config: Config) -> list[ConfigIssue]:
+    url = config.broker.redis_url
+    if url == "embedded":
+        return []
+    try:
+        redis_client.parse(url)
+    except ConfigError as exc:
+        return exc.issues
+    return []
 
 
 def _check_functions(config: Config) -> list[ConfigIssue]:

@@ -11,10 +11,14 @@ import uuid
 from typing import Protocol
 
 from broker.clock import Clock
-from broker.concurrency.semaphore import PermitLost, Permits
+from broker.concurrency.semaphore import UNCONTENDED, Grant, PermitLost, Permits
 from broker.errors import TargetThrottled, TargetUnreachable
 from broker.observability.metrics import Metrics
 from broker.types import InvokeContext, InvokeResult
+
+# Work with records or an event in hand waits this long in line for a permit (first come, first
+# served across replicas) before the wait counts as a throttle and the caller backs off.
+PERMIT_WAIT_SECONDS = 5.0
 
 
 class Invoker(Protocol):
@@ -44,12 +48,17 @@ class Function:
         self._metrics = metrics
         self._clock = clock
 
-    def permit(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Hold one of the function's concurrency permits (TargetThrottled when none is free)."""
-        return self._permits.hold(self.name) if self._permits else contextlib.nullcontext()
+    def permit(self, wait_seconds: float = 0.0) -> contextlib.AbstractAsyncContextManager[Grant]:
+        """Hold one of the function's concurrency permits, waiting in line for up to
+        ``wait_seconds`` (TargetThrottled when none is free in time)."""
+        if self._permits is None:
+            return contextlib.nullcontext(UNCONTENDED)
+        return self._permits.hold(self.name, wait_seconds=wait_seconds)
 
-    async def invoke(self, payload: bytes, *, request_id: str | None = None, acquire: bool = True) -> InvokeResult:
-        """Invoke once, under a concurrency permit unless the caller holds one (``acquire=False``).
+    async def invoke(self, payload: bytes, *, request_id: str | None = None, acquire: bool = True,
+                     wait_seconds: float = 0.0) -> InvokeResult:
+        """Invoke once, under a concurrency permit unless the caller holds one (``acquire=False``);
+        work with records or an event in hand may wait ``wait_seconds`` in line for it.
         Metrics: invocations/errors/duration when it ran, throttles (by reason) when refused."""
         request_id = request_id or str(uuid.uuid4())
         ctx = InvokeContext(
@@ -61,7 +70,7 @@ class Function:
         m = self._metrics
         in_flight = m.concurrent_executions.labels(self.name)
         try:
-            async with self.permit() if acquire else contextlib.nullcontext():
+            async with self.permit(wait_seconds) if acquire else contextlib.nullcontext():
                 in_flight.inc()
                 try:
                     result = await self._invoker.invoke(payload, ctx, self.timeout)

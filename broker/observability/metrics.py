@@ -49,4 +49,5 @@ class Metrics:
         self.async_queue_depth = Gauge("broker_async_queue_depth", "Async events queued or waiting for a retry, per function.", _FN, registry=r)
         self.dead_letter_errors = Counter("broker_dead_letter_errors", "Failed attempts to write to the DLQ.", _FN, registry=r)
         # Process
+        self.state_lost = Counter("broker_state_lost", "Times Redis answered without state the broker had written (what: redis, consumer_group, checkpoint).", ("what",), registry=r)
         self.config_reload_failures = Counter("broker_config_reload_failures", "Config reloads refused as invalid.", registry=r)

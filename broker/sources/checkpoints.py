@@ -50,6 +50,11 @@ class CheckpointStore:
                                                 [fence.owner, shard_id, fence.epoch, sequence]))
 
     @translated
+    async def restore(self, shard_id: str, sequence: str) -> bool:
+        """Write back a checkpoint Redis lost, unless one is there again (never over a newer one)."""
+        return bool(await self._redis.hsetnx(self._checkpoints, shard_id, sequence))
+
+    @translated
     async def initial_shards(self, current: list[str], now: float) -> set[str]:
         """The shards that take StartingPosition: recorded once, at the mapping's first start."""
         await self._redis.hsetnx(self._meta, "initial_shards", json.dumps(sorted(current)))

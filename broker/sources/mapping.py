@@ -12,13 +12,16 @@ from typing import Protocol
 
 import structlog
 
+from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
-from broker.errors import BrokerError
+from broker.errors import describe, only_broker_errors
 from broker.observability.metrics import Metrics
 
 log = structlog.get_logger("broker.mapping")
-_RESTART_DELAY = 1.0
+_RESTART_BASE_SECONDS = 1.0
+_RESTART_MAX_SECONDS = 30.0
+_HEALTHY_RUN_SECONDS = 60.0  # a run this long resets the restart backoff
 
 
 class Source(Protocol):
@@ -54,6 +57,7 @@ class MappingRunner:
         return self.esm.UUID
 
     async def run(self) -> None:
+        failures = 0
         while not self._shutdown:
             if not self._enabled:
                 self.state = "Disabled"
@@ -64,15 +68,35 @@ class MappingRunner:
             self.state = "Enabled"
             self._m_enabled.set(1)
             log.info("mapping_started", mapping=self.uuid, source=self.esm.EventSourceArn)
+            started = self._clock.monotonic()
             try:
                 await self.source.run()
-            except BrokerError as exc:  # the source, Redis or AWS failed: start over, never die
-                log.error("mapping_failed", mapping=self.uuid, error=str(exc), retry_in_seconds=_RESTART_DELAY)
-                await self._clock.sleep(_RESTART_DELAY)
+            except Exception as exc:  # the source, Redis or AWS failed: start over, never die
+                errors = only_broker_errors(exc)  # the source's task groups wrap them in groups
+                if errors is None:
+                    raise  # a bug: let it end the process, named in the log
+                if self._clock.monotonic() - started >= _HEALTHY_RUN_SECONDS:
+                    failures = 0
+                delay = backoff_delay(failures, base=_RESTART_BASE_SECONDS, cap=_RESTART_MAX_SECONDS)
+                failures += 1
+                log.error("mapping_failed", mapping=self.uuid, error=describe(list(errors)),
+                          retry_in_seconds=round(delay, 2))
+                await self._pause(delay)
                 continue
             finally:
                 self._m_enabled.set(0)
             log.info("mapping_stopped", mapping=self.uuid)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a restart, cut short by stop() or a pause/resume."""
+        self._changed.clear()
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            changed.cancel()
 
     def set_enabled(self, enabled: bool) -> None:
         """Pause or resume (``PUT .../event-source-mappings/{UUID}`` or a config reload)."""

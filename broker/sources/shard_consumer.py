@@ -45,8 +45,8 @@ from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.destinations.records import response_context, s3_failure_key, stream_failure_record
 from broker.destinations.sender import DestinationSender
-from broker.errors import BrokerError, InvokeError
-from broker.invoking.base import Function
+from broker.errors import BrokerError
+from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.leases import Fence
@@ -230,6 +230,11 @@ class ShardConsumer:
         self._lease_lost = True
         self.stop()
 
+    @property
+    def checkpointed(self) -> str | None:
+        """The last checkpoint this consumer wrote (or started from)."""
+        return self._checkpointed
+
     def mark_closed(self, ending_sequence: str) -> None:
         """Discovery saw this shard close (resharding)."""
         self.shard = ShardInfo(self.shard.shard_id, self.shard.parents, ending_sequence)
@@ -280,9 +285,25 @@ class ShardConsumer:
         self._opened_at = self._opened_at or self._clock.time()
         return await svc.iterator(shard, position, timestamp=timestamp)
 
+    async def _reopen(self, failures: int = 0) -> str | None:
+        """An iterator from where reading stands, retried with backoff while AWS is unreachable
+        or throttling; None if stop() came first."""
+        while True:
+            try:
+                return await self._open_iterator()
+            except BrokerError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("get_shard_iterator_failed", error=str(exc))
+                if not await self._sleep(self._backoff(failures)):
+                    return None
+                failures += 1
+
     async def _read(self) -> None:
         try:
-            iterator = await self._open_iterator()
+            iterator = await self._reopen()
+            if iterator is None:
+                return
             last_call = -1e18
             empty_reads = 0
             while not self._stop.is_set():
@@ -301,7 +322,10 @@ class ShardConsumer:
                     log.warning("get_records_failed", error=str(exc))
                     if not await self._sleep(self._settings.poll_interval_seconds):
                         break
-                    iterator = await self._open_iterator()
+                    reopened = await self._reopen()
+                    if reopened is None:
+                        break
+                    iterator = reopened
                     continue
                 for record in result.records:
                     self._dispatch(record)
@@ -534,12 +558,14 @@ class ShardConsumer:
             w.request_id = str(uuid.uuid4())
             self._m_age.set(max(0.0, self._clock.time() - w.records[-1].arrival))
             try:
-                result = await self._function.invoke(payload, request_id=w.request_id)
-            except InvokeError as exc:
+                result = await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS)
+            except BrokerError as exc:  # throttled, unreachable, or Redis away for the permit: no attempt spent
+                if not exc.retryable:
+                    raise
                 if self._expired_prefix(w.records):
                     return None
                 log.info("invoke_retry_scheduled", records=len(w.records), reason=type(exc).__name__)
-                if not await self._sleep(self._backoff(retry, exc.retry_after)):
+                if not await self._sleep(self._backoff(retry, getattr(exc, "retry_after", None))):
                     raise _Stopped from exc
                 retry += 1
                 continue
@@ -618,13 +644,15 @@ class ShardConsumer:
         retry = 0
         while True:
             try:
-                result = await self._function.invoke(payload)
+                result = await self._function.invoke(payload, wait_seconds=PERMIT_WAIT_SECONDS)
                 if result.ok:
                     break
                 log.warning("window_final_invoke_failed", window_start=window.start, error=result.function_error)
                 retry_after = None
-            except InvokeError as exc:
-                retry_after = exc.retry_after
+            except BrokerError as exc:
+                if not exc.retryable:
+                    raise
+                retry_after = getattr(exc, "retry_after", None)
             if not await self._sleep(self._backoff(retry, retry_after)):
                 raise _Stopped
             retry += 1

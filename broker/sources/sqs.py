@@ -30,6 +30,7 @@ Shutdown and pause
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import math
 import random
@@ -38,23 +39,21 @@ from typing import Any
 
 import structlog
 
-from broker.aws import call
 from broker.batching.filtering import RecordFilter, decode_json_object
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
 from broker.errors import BrokerError, InvokeError, TargetThrottled
-from broker.invoking.base import Function
+from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 from broker.sources.records import sqs_record
+from broker.sources.sqs_queue import MAX_RECEIVE, SqsQueue
 from broker.types import InvokeResult, SqsMessage
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _ENVELOPE_BYTES = len(b'{"Records":[]}')
-_MAX_RECEIVE = 10
-_MAX_PARALLEL_RECEIVES = 10
-_DELETE_ATTEMPTS = 3
+_CONTENDED_WAIT_SECONDS = 1  # idle long poll while others wait for the permit it holds
 log = structlog.get_logger("broker.sqs")
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
 
@@ -70,6 +69,13 @@ class SqsSettings:
     backoff_max_seconds: float = 300.0
 
 
+class _Round(enum.Enum):
+    DONE = "done"  # a batch was handled
+    EMPTY = "empty"  # the idle long poll came back empty
+    BACK_OFF = "back_off"  # a function error (without ReportBatchItemFailures): one poller fewer
+    STOPPED = "stopped"  # stop() came while receiving: what was received goes back
+
+
 class SqsMapping:
     """All pollers of one SQS mapping."""
 
@@ -80,8 +86,6 @@ class SqsMapping:
         assert esm.BatchSize is not None
         self.esm = esm
         self._function = function
-        self._sqs = sqs
-        self._queue_url = queue_url
         self._queue_arn = esm.EventSourceArn
         self._visibility = visibility_timeout
         self._region = region
@@ -99,6 +103,7 @@ class SqsMapping:
         self._floor = self._initial if cap else min(settings.min_pollers, self._initial)
         self._pollers = 0
         self._last_growth = -math.inf
+        self._in_line = False  # a poller of this mapping is waiting in line for a permit
         self._stop = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         labels = (function.name, esm.UUID)
@@ -106,8 +111,8 @@ class SqsMapping:
         self._m_filtered = metrics.filtered_out_events.labels(*labels)
         self._m_invoked = metrics.invoked_events.labels(*labels)
         self._m_failed = metrics.failed_invoke_events.labels(*labels)
-        self._m_deleted = metrics.deleted_events.labels(*labels)
-        self._m_returned = metrics.returned_events.labels(*labels)
+        self._queue = SqsQueue(sqs, queue_url, clock=clock, deleted=metrics.deleted_events.labels(*labels),
+                               returned=metrics.returned_events.labels(*labels))
         self._m_pollers = metrics.pollers.labels(*labels)
 
     @property
@@ -129,8 +134,7 @@ class SqsMapping:
         self._stop.set()
 
     async def probe(self) -> None:
-        await call(self._sqs.get_queue_attributes, attempts=1, QueueUrl=self._queue_url,
-                   AttributeNames=["VisibilityTimeout"])
+        await self._queue.probe()
 
     # ------------------------------------------------------------------ scaling
 
@@ -159,7 +163,7 @@ class SqsMapping:
 
     async def _poll(self) -> None:
         carry: list[SqsMessage] = []
-        throttled = 0
+        failures = 0  # permit refusals or failed receives in a row (the backoff exponent)
         idle = False
         try:
             while not self._stop.is_set():
@@ -167,49 +171,59 @@ class SqsMapping:
                     await self._clock.sleep(random.uniform(0.05, 0.25))
                     idle = False
                 try:
-                    # The permit is held before ReceiveMessage: a throttled function never spends
-                    # receive counts (nor sends healthy messages towards the DLQ).
-                    async with self._function.permit():
-                        throttled = 0
-                        batch, carry = await self._collect(carry)
-                        if batch is not None and self._stop.is_set():
-                            carry = batch + carry
-                            break
-                        if batch is None:
-                            if self._retire():
-                                return
-                            idle = True
-                            continue
-                        if len(batch) + len(carry) >= self._batch_size:
-                            self._grow()
-                        backed_off = await self._process(batch)
-                except TargetThrottled as exc:
-                    log.info("poller_throttled", reason=exc.reason)
+                    outcome, carry = await self._round(carry)
+                except BrokerError as exc:  # Redis or SQS away, or no permit free: back off, never die
+                    if not exc.retryable:
+                        raise
                     if self._retire():
                         return
-                    await self._clock.sleep(backoff_delay(throttled, base=self._settings.backoff_base_seconds,
-                                                          cap=self._settings.backoff_max_seconds))
-                    throttled += 1
+                    await self._clock.sleep(self._failure_pause(exc, failures))
+                    failures += 1
                     continue
-                if backed_off and self._retire():
+                failures = 0
+                if outcome is _Round.STOPPED:
+                    break
+                if outcome is _Round.EMPTY:
+                    if self._retire():
+                        return
+                    idle = True
+                elif outcome is _Round.BACK_OFF and self._retire():
                     return
         finally:
             if carry:
-                await asyncio.shield(self._make_visible(carry))
+                await asyncio.shield(self._queue.make_visible(carry))
         self._pollers -= 1
         self._m_pollers.set(max(self._pollers, 0))
 
-    async def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
-        response = await call(
-            self._sqs.receive_message,
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=count,
-            WaitTimeSeconds=wait,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
+    def _failure_pause(self, exc: BrokerError, failures: int) -> float:
+        settings = self._settings
+        if isinstance(exc, TargetThrottled):  # asked for again soon: the pool frees up as batches end
+            log.info("poller_throttled", reason=exc.reason)
+            return backoff_delay(failures, base=settings.backoff_base_seconds, cap=min(settings.backoff_max_seconds, 5))
+        log.warning("poll_failed", error=str(exc))
+        return backoff_delay(failures, base=settings.backoff_base_seconds, cap=settings.backoff_max_seconds)
+
+    async def _round(self, carry: list[SqsMessage]) -> tuple[_Round, list[SqsMessage]]:
+        """One batch under one permit, held before ReceiveMessage: a throttled function never spends
+        receive counts (nor sends healthy messages towards the DLQ). One poller of the mapping waits
+        in line for the permit when the pool is busy; the others take only a permit nobody waits for."""
+        wait = 0.0 if self._in_line else PERMIT_WAIT_SECONDS
+        self._in_line = self._in_line or wait > 0
+        try:
+            async with self._function.permit(wait) as grant:
+                if wait:
+                    self._in_line = wait = False
+                batch, carry = await self._collect(carry, contended=grant.contended)
+                if batch is not None and self._stop.is_set():
+                    return _Round.STOPPED, batch + carry
+                if batch is None:
+                    return _Round.EMPTY, []
+                if len(batch) + len(carry) >= self._batch_size:
+                    self._grow()
+                return (_Round.BACK_OFF if await self._process(batch) else _Round.DONE), carry
+        finally:
+            if wait:
+                self._in_line = False
 
     def _wrap(self, message: dict[str, Any], received_at: float) -> SqsMessage:
         record = sqs_record(message, queue_arn=self._queue_arn, region=self._region)
@@ -217,10 +231,12 @@ class SqsMapping:
         return SqsMessage(message["MessageId"], message["ReceiptHandle"], group, record,
                           _encode(record).encode(), received_at)
 
-    async def _collect(self, carry: list[SqsMessage]) -> tuple[list[SqsMessage] | None, list[SqsMessage]]:
+    async def _collect(self, carry: list[SqsMessage], *, contended: bool = False,
+                       ) -> tuple[list[SqsMessage] | None, list[SqsMessage]]:
         """Gather one batch and what did not fit in it; (None, []) after an empty idle long poll.
 
-        The window opens when the first message is in hand (an idle long poll does not count)."""
+        The window opens when the first message is in hand (an idle long poll does not count).
+        While others wait for the permit held (``contended``) the idle long poll is short."""
         messages: list[SqsMessage] = []
         size = _ENVELOPE_BYTES
         pending = list(carry)
@@ -237,31 +253,28 @@ class SqsMapping:
                 return messages, pending
             want = self._batch_size - len(messages)
             if not messages:
-                raw = await self._receive(min(_MAX_RECEIVE, want), self._settings.wait_time_seconds)
+                wait = self._settings.wait_time_seconds
+                raw = await self._queue.receive(min(MAX_RECEIVE, want),
+                                          min(wait, _CONTENDED_WAIT_SECONDS) if contended else wait)
                 if not raw:
                     return None, []
-                deep = len(raw) == _MAX_RECEIVE
+                deep = len(raw) == MAX_RECEIVE
             else:
                 if deadline is None:
                     deadline = messages[0].received_at + self._window
                 remaining = deadline - self._clock.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return messages, pending
-                raw = await self._receive_many(want if deep else min(_MAX_RECEIVE, want),
-                                               min(20, math.ceil(remaining)))
-                deep = len(raw) >= _MAX_RECEIVE
+                try:
+                    raw = await self._queue.receive_many(want if deep else min(MAX_RECEIVE, want),
+                                                   min(20, math.ceil(remaining)))
+                except BrokerError as exc:  # what is in hand is invoked now, not left invisible
+                    log.warning("poll_failed", error=str(exc))
+                    return messages, pending
+                deep = len(raw) >= MAX_RECEIVE
             self._m_polled.inc(len(raw))
             now = self._clock.monotonic()
             pending.extend(self._wrap(m, now) for m in raw)
-
-    async def _receive_many(self, want: int, wait: int) -> list[dict[str, Any]]:
-        """Fill a large batch from a deep queue with concurrent receives of 10 (one round trip,
-        not BatchSize/10 of them)."""
-        asks = [min(_MAX_RECEIVE, want - start) for start in range(0, min(want, _MAX_PARALLEL_RECEIVES * 10), 10)]
-        if len(asks) == 1:
-            return await self._receive(asks[0], wait)
-        results = await asyncio.gather(*(self._receive(n, wait) for n in asks))
-        return [m for batch in results for m in batch]
 
     # ------------------------------------------------------------------ processing
 
@@ -283,7 +296,7 @@ class SqsMapping:
             self._log_batch(messages, result, "function_error")
             return not self._rbif
         if not self._rbif:
-            await self._delete(messages)
+            await self._queue.delete(messages)
             self._log_batch(messages, result, "success")
             return False
         failed = parse_item_failures(result.payload, {m.message_id for m in messages})
@@ -294,7 +307,7 @@ class SqsMapping:
         if failed:
             self._m_failed.inc(len(messages))
             failed = self._with_later_group_members(messages, failed) if self._fifo else failed
-        await self._delete([m for m in messages if m.message_id not in failed])
+        await self._queue.delete([m for m in messages if m.message_id not in failed])
         self._log_batch(messages, result, "partial_failure" if failed else "success",
                         failed=len(failed))
         return False
@@ -308,7 +321,7 @@ class SqsMapping:
             (keep if self._filter.matches(m.record, body, is_json) else drop).append(m)
         if drop:
             self._m_filtered.inc(len(drop))
-            await self._delete(drop)
+            await self._queue.delete(drop)
         return keep
 
     async def _invoke(self, payload: bytes, received_at: float, count: int) -> InvokeResult | None:
@@ -348,47 +361,3 @@ class SqsMapping:
         log.info("batch_invoked", records=len(messages), first=messages[0].message_id,
                  last=messages[-1].message_id, duration_ms=round(result.duration_seconds * 1000, 2),
                  outcome=outcome, target_status=result.target_status, **extra)
-
-    # ------------------------------------------------------------------ queue operations
-
-    async def _delete(self, messages: list[SqsMessage]) -> None:
-        if not messages:  # every message of the batch was reported as failed
-            return
-        if len(messages) <= 10:
-            await self._delete_chunk(messages)
-            return
-        await asyncio.gather(*(self._delete_chunk(messages[i:i + 10]) for i in range(0, len(messages), 10)))
-
-    async def _delete_chunk(self, chunk: list[SqsMessage]) -> None:
-        entries = {str(i): m.receipt_handle for i, m in enumerate(chunk)}
-        for attempt in range(_DELETE_ATTEMPTS):
-            try:
-                response = await call(
-                    self._sqs.delete_message_batch, QueueUrl=self._queue_url,
-                    Entries=[{"Id": k, "ReceiptHandle": v} for k, v in entries.items()])
-            except BrokerError as exc:
-                log.warning("delete_failed", records=len(entries), error=str(exc))
-                return
-            for ok in response.get("Successful", []):
-                entries.pop(ok["Id"], None)
-            self._m_deleted.inc(len(response.get("Successful", [])))
-            if not entries:
-                return
-            failed = response.get("Failed", [])
-            if failed and all(f.get("SenderFault") for f in failed):
-                break  # a stale receipt handle will not get better by retrying
-            await self._clock.sleep(0.1 * (attempt + 1))
-        log.warning("delete_failed", records=len(entries),
-                    reasons=sorted({f.get("Code", "") for f in response.get("Failed", [])}))
-
-    async def _make_visible(self, messages: list[SqsMessage]) -> None:
-        """Give unprocessed messages back to the queue at once (ChangeMessageVisibility 0)."""
-        for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
-            try:
-                await call(self._sqs.change_message_visibility_batch, QueueUrl=self._queue_url,
-                           Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle,
-                                     "VisibilityTimeout": 0} for i, m in enumerate(chunk)])
-                self._m_returned.inc(len(chunk))
-            except BrokerError as exc:
-                log.warning("return_to_queue_failed", records=len(chunk), error=str(exc))

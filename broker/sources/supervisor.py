@@ -18,7 +18,7 @@ from broker.batching.filtering import RecordFilter
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
 from broker.destinations.sender import DestinationSender
-from broker.errors import BrokerError
+from broker.errors import BrokerError, describe, only_broker_errors
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
@@ -90,6 +90,8 @@ class StreamMapping:
         self.held: dict[str, Fence] = {}
         self._handoff: set[str] = set()
         self._m_leases = metrics.leases_owned.labels(function.name, self._spec.uuid)
+        self._m_lost = metrics.state_lost.labels("checkpoint")
+        self._known: dict[str, str] = {}  # checkpoints last read or written: written back if Redis loses them
 
     def stop(self) -> None:
         self._stop.set()
@@ -114,7 +116,8 @@ class StreamMapping:
                 try:
                     live = await self._leases.beat()
                     await self._renew()
-                    await self._balance(group, shards, initial, await self._checkpoints.all(), live)
+                    saved = await self._restore_lost(await self._checkpoints.all(), shards)
+                    await self._balance(group, shards, initial, saved, live)
                 except BrokerError as exc:
                     log.warning("lease_round_failed", error=str(exc))
                 self._wake.clear()
@@ -137,6 +140,21 @@ class StreamMapping:
         self._m_leases.set(0)
         with contextlib.suppress(BrokerError):
             await self._leases.beat(leaving=True)
+
+    async def _restore_lost(self, saved: dict[str, str], shards: list[ShardInfo]) -> dict[str, str]:
+        """Checkpoints this replica saw that Redis no longer has (a flush, a failover to a stale
+        replica) are written back, said loudly and counted; a shard resumes after them instead
+        of at its starting position."""
+        listed = {s.shard_id for s in shards}
+        lost = {k: v for k, v in self._known.items() if k not in saved and k in listed}
+        for shard, sequence in lost.items():
+            self._m_lost.inc()
+            log.error("checkpoint_lost", shard=shard, resume_after=sequence,
+                      note="Redis no longer had this shard's checkpoint; written back from this replica's memory")
+            await self._checkpoints.restore(shard, sequence)
+        saved = {**lost, **saved}
+        self._known = dict(saved)
+        return saved
 
     async def _renew(self) -> None:
         for shard, fence in list(self.held.items()):
@@ -195,12 +213,17 @@ class StreamMapping:
         shard_id = consumer.shard.shard_id
         try:
             reason = await consumer.run()
-        except BrokerError as exc:
-            log.error("shard_consumer_failed", shard=shard_id, error=str(exc))
+        except Exception as exc:  # Redis or AWS failed under it (its lanes' task group wraps them)
+            errors = only_broker_errors(exc)
+            if errors is None:
+                raise
+            log.error("shard_consumer_failed", shard=shard_id, error=describe(list(errors)))
             await self._clock.sleep(self._settings.backoff_base_seconds)
             reason = ShutdownReason.REQUESTED
         finally:
             self.consumers.pop(shard_id, None)
+            if consumer.checkpointed is not None:
+                self._known[shard_id] = consumer.checkpointed
         if reason is ShutdownReason.LEASE_LOST:
             self.held.pop(shard_id, None)
         elif reason is ShutdownReason.SHARD_END or shard_id in self._handoff:

@@ -57,7 +57,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The config file (DESIGN §3) rendered from values. */}}
 {{- define "broker.config" -}}
-{{- $settings := dict "region" .Values.aws.region "account_id" (toString .Values.aws.accountId) "data_dir" "/data" "api" (dict "host" "0.0.0.0" "port" (int .Values.service.port)) "redis_url" "set-by-BROKER_REDIS_URL" }}
+{{- $settings := dict "region" .Values.aws.region "account_id" (toString .Values.aws.accountId) "data_dir" "/data" "api" (dict "host" "0.0.0.0" "port" (int .Values.service.port)) "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
 {{- if .Values.aws.endpointUrl }}{{ $_ := set $settings "aws_endpoint_url" .Values.aws.endpointUrl }}{{ end }}
 {{- $broker := merge (deepCopy .Values.broker) $settings }}
 {{- $config := dict "broker" $broker "functions" .Values.functions "event_source_mappings" .Values.eventSourceMappings }}

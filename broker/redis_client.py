@@ -1,0 +1,118 @@
+"""The redis-py client for ``redis_url``: one server, a Redis Cluster, or a Sentinel-managed primary.
+
+    redis://[user:password@]host:port/DB          one server (rediss:// for TLS)
+    redis+cluster://[user:password@]host:port[,host:port...]       redis-py's RedisCluster
+    redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME[/DB]   redis-py's Sentinel
+
+(``rediss+cluster://`` and ``rediss+sentinel://`` use TLS.) The broker's keys carry hash tags, so
+every Lua script's keys share one Cluster slot. Every client gets socket timeouts: a Redis that
+stops answering (a frozen node, a partition) must fail calls, not hang them, so that readiness
+reports it and callers back off and retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from broker.errors import ConfigError, ConfigIssue
+
+SOCKET_TIMEOUT_SECONDS = 10.0  # above the longest blocking read (XREADGROUP BLOCK 1 s)
+CONNECT_TIMEOUT_SECONDS = 5.0
+MAX_CONNECTIONS = 64  # a thousand shard consumers wait for one of these instead of opening their own
+_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed ``redis_url``."""
+
+    kind: str  # "single", "cluster" or "sentinel"
+    url: str
+    hosts: list[tuple[str, int]] = field(default_factory=list)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    master: str = ""
+    db: int = 0
+
+
+def parse(url: str) -> RedisTarget:
+    """Parse ``redis_url``; ConfigError naming the setting when it is malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise _bad(f"unsupported scheme in {redact(url)!r}; use one of " + ", ".join(f"{s}://" for s in _SCHEMES))
+    tls = scheme.startswith("rediss")
+    if "+" not in scheme:
+        return RedisTarget("single", url, tls=tls)
+    kind = scheme.split("+", 1)[1]
+    userinfo, _, location = rest.rpartition("@")
+    hostlist, _, path = location.partition("/")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    hosts = [_host_port(h, url) for h in hostlist.split(",") if h]
+    if not hosts:
+        raise _bad(f"{redact(url)!r} names no host:port")
+    parts = [p for p in path.split("/") if p]
+    master, db = "", 0
+    if kind == "sentinel":
+        if not parts:
+            raise _bad(f"{redact(url)!r} needs the master name: redis+sentinel://host:port/MASTER_NAME[/DB]")
+        master = unquote(parts[0])
+        db = _db(parts[1], url) if len(parts) > 1 else 0
+    elif parts:
+        raise _bad(f"{redact(url)!r}: a Redis Cluster has no databases; drop the path")
+    return RedisTarget(kind, url, hosts, unquote(username) or None, unquote(password) or None, tls, master, db)
+
+
+def connect(url: str) -> Any:
+    """The asyncio client for ``url``."""
+    target = parse(url)
+    timeouts: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_SECONDS,
+                                "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    if target.kind == "single":
+        return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT_SECONDS, **timeouts))
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.kind == "cluster":
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts], ssl=target.tls,
+                            max_connections=MAX_CONNECTIONS, **auth, **timeouts)
+    sentinel_kwargs = {**auth, **timeouts, "ssl": target.tls}
+    sentinel = Sentinel(target.hosts, sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                        ssl=target.tls, **auth, **timeouts)
+    return sentinel.master_for(target.master, db=target.db)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and errors)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}"
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    parsed = urlsplit(f"//{item}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if not parsed.hostname or port is None:
+        raise _bad(f"{redact(url)!r}: {item!r} is not host:port")
+    return parsed.hostname, port
+
+
+def _db(text: str, url: str) -> int:
+    if not text.isdigit():
+        raise _bad(f"{redact(url)!r}: database {text!r} is not a number")
+    return int(text)
+
+
+def _bad(message: str) -> ConfigError:
+    return ConfigError([ConfigIssue("broker.redis_url", message)])
