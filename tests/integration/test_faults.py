@@ -19,7 +19,16 @@ import redis.asyncio as aioredis
 from broker.embedded import RedisServer, free_port
 from tests.conftest import broker_settings
 from tests.integration.helpers import wait_until
-from tests.servers import Aws, BrokerProcess, MotoServer, RecordingTarget, TcpProxy, create_stream, queue_arn, stream_arn
+from tests.servers import (
+    Aws,
+    BrokerProcess,
+    MotoServer,
+    RecordingTarget,
+    TcpProxy,
+    create_stream,
+    queue_arn,
+    stream_arn,
+)
 
 
 class Traffic:
@@ -136,7 +145,7 @@ async def test_redis_stopped_for_20_seconds_mid_flow(moto_server: MotoServer, aw
         redis_server.stop()
         stopped = time.monotonic()
         await wait_until(lambda: _ready_is(broker, 503), timeout=10)
-        status, body = await _ready(broker)
+        _status, body = await _ready(broker)
         assert any(p.startswith("redis") for p in body["problems"]), body
         await traffic.send(20)  # SQS and Kinesis keep arriving; Event invokes are refused (503), not lost
         await asyncio.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
@@ -237,7 +246,7 @@ async def test_aws_unreachable_for_15_seconds(moto_server: MotoServer, aws: Aws,
         cut = time.monotonic()
         await traffic.send(20)  # straight to the emulator: only the broker's way to it is cut
         await wait_until(lambda: _ready_is(broker, 503), timeout=15)
-        status, body = await _ready(broker)
+        _status, body = await _ready(broker)
         assert any(p.startswith("aws") for p in body["problems"]), body
         await asyncio.sleep(max(0.0, 15 - (time.monotonic() - cut)))
         assert broker.returncode is None, "the broker exited while AWS was unreachable"

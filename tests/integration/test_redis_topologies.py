@@ -108,9 +108,9 @@ async def test_on_a_redis_cluster(cluster: RedisClusterServers, redis_server: Re
         assert status == 200
     counts = cluster.key_counts()
     print(f"cluster: keys per master {counts}")
-    assert sum(counts) > 0 and sum(1 for c in counts if c) >= 2, counts  # hash tags spread functions and mappings
+    assert sum(1 for c in counts if c) >= 2, counts  # hash tags spread functions and mappings over the masters
     client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
-    checkpoints = [k for k in client.keys("*:checkpoints")]
+    checkpoints = client.keys("*:checkpoints")
     client.close()
     assert checkpoints, "stream checkpoints are kept in the cluster"
 
