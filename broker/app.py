@@ -106,8 +106,7 @@ class App:
         async with contextlib.AsyncExitStack() as stack:
             redis_url = await self._start_redis(stack)
             endpoint = await self._start_aws(stack)
-            self._redis = redis_client.connect(redis_url)
-            stack.push_async_callback(self._redis.aclose)
+            self._redis = await stack.enter_async_context(redis_client.connected(redis_url))
             self._marker = StateMarker(self._redis)
             self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
             stack.push_async_callback(self._pipeline.aclose)

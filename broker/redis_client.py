@@ -12,6 +12,8 @@ reports it and callers back off and retry.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -69,22 +71,32 @@ def parse(url: str) -> RedisTarget:
     return RedisTarget(kind, url, hosts, unquote(username) or None, unquote(password) or None, tls, master, db)
 
 
-def connect(url: str) -> Any:
-    """The asyncio client for ``url``."""
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[Any]:
+    """The asyncio client for ``url``, closed (with a Sentinel's own connections) on exit."""
     target = parse(url)
     timeouts: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_SECONDS,
                                 "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    others: list[Any] = []
     if target.kind == "single":
-        return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        client: Any = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT_SECONDS, **timeouts))
-    auth: dict[str, Any] = {"username": target.username, "password": target.password}
-    if target.kind == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts], ssl=target.tls,
-                            max_connections=MAX_CONNECTIONS, **auth, **timeouts)
-    sentinel_kwargs = {**auth, **timeouts, "ssl": target.tls}
-    sentinel = Sentinel(target.hosts, sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
-                        ssl=target.tls, **auth, **timeouts)
-    return sentinel.master_for(target.master, db=target.db)
+    elif target.kind == "cluster":
+        client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts], ssl=target.tls,
+                              max_connections=MAX_CONNECTIONS, username=target.username,
+                              password=target.password, **timeouts)
+    else:
+        auth = {"username": target.username, "password": target.password, "ssl": target.tls}
+        sentinel = Sentinel(target.hosts, sentinel_kwargs={**auth, **timeouts},  # type: ignore[no-untyped-call]
+                            **auth, **timeouts)
+        client = sentinel.master_for(target.master, db=target.db)
+        others = list(sentinel.sentinels)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        for other in others:
+            await other.aclose()
 
 
 def redact(url: str) -> str:

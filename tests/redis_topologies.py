@@ -81,6 +81,14 @@ class RedisClusterServers:
                 counts.append(int(client.dbsize()))
         return counts
 
+    def keys(self, pattern: str) -> list[bytes]:
+        """Keys matching ``pattern`` on every master."""
+        found: list[bytes] = []
+        for port in self.ports:
+            with redis.Redis(port=port) as client:
+                found += client.keys(pattern)
+        return found
+
     def stop(self) -> None:
         _stop(self._procs)
 

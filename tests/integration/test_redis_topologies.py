@@ -109,10 +109,8 @@ async def test_on_a_redis_cluster(cluster: RedisClusterServers, redis_server: Re
     counts = cluster.key_counts()
     print(f"cluster: keys per master {counts}")
     assert sum(1 for c in counts if c) >= 2, counts  # hash tags spread functions and mappings over the masters
-    client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
-    checkpoints = client.keys("*:checkpoints")
-    client.close()
-    assert checkpoints, "stream checkpoints are kept in the cluster"
+    assert cluster.keys("*:checkpoints"), "stream checkpoints are kept in the cluster"
+    assert cluster.keys("*:lease_epoch"), "shard leases are kept in the cluster"
 
 
 async def test_on_sentinel_with_a_failover_mid_flow(sentinel: RedisSentinelServers, redis_server: RedisServer,
