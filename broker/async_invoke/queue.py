@@ -7,7 +7,8 @@ delayed set for retries (DESIGN §7).
 ``enqueue`` returns only after XADD did, so an accepted (202) event is in Redis; with AOF it
 survives a Redis restart too (up to ``appendfsync everysec``). A worker that dies leaves its entries
 pending in the group: they are claimed again (XAUTOCLAIM) once idle past the claim timeout, and a
-restarted replica re-reads its own pending entries first.
+restarted replica re-reads its own pending entries first. Consumers of replicas that are gone
+are removed once nothing is pending for them, so the group does not grow as pods come and go.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class AsyncQueue:
         self._schedule = redis.register_script(lua("broker.async_invoke", "schedule.lua"))
         self._promote = redis.register_script(lua("broker.async_invoke", "promote.lua"))
         self._finish = redis.register_script(lua("broker.async_invoke", "finish.lua"))
+        self._forget = redis.register_script(lua("broker.async_invoke", "forget_consumers.lua"))
 
     async def ensure_group(self) -> bool:
         """Create the consumer group (from the stream's start: nothing queued is skipped); True if it
@@ -111,6 +113,12 @@ class AsyncQueue:
     @translated
     async def finish(self, event: AsyncEvent) -> None:
         await self._pipeline.script(self._finish, [self.stream], [GROUP, event.entry_id])
+
+    @translated
+    async def forget_gone_consumers(self, consumer: str, idle_ms: int) -> list[str]:
+        """Remove consumers (replicas that are gone) with nothing pending and no read for ``idle_ms``."""
+        names = await self._forget(keys=[self.stream], args=[GROUP, consumer, idle_ms])
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
     @translated
     async def depth(self) -> int:

@@ -104,6 +104,9 @@ class AsyncWorker:
                         for event in await self._queue.reclaim(self._consumer, claim_ms, 100):
                             await self._start(group, event)
                         self._m_depth.set(await self._queue.depth())
+                        gone = await self._queue.forget_gone_consumers(self._consumer, claim_ms)
+                        if gone:
+                            log.info("consumers_forgotten", consumers=gone)
                     rounds += 1
                     free = self._capacity() - self._in_flight
                     if free <= 0:

@@ -7,6 +7,10 @@ Keys (hash-tagged per mapping, so a mapping's keys share a Redis Cluster slot):
                                             that existed at the mapping's first start, which start
                                             at StartingPosition; shards found later start at
                                             TRIM_HORIZON so nothing written to them is skipped
+
+A shard that ended is forgotten (checkpoint and lease fields) once one of its children has a
+checkpoint: a child only starts after its parents were read to their end, so its checkpoint is the
+proof, and the hashes stay as small as the stream's open shards.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class CheckpointStore:
         self._meta = f"{tag}:meta"
         self._lease_keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
         self._fenced_put = redis.register_script(lua("broker.sources", "checkpoint_put.lua"))
+        self._prune = redis.register_script(lua("broker.sources", "prune.lua"))
 
     @translated
     async def get(self, shard_id: str) -> str | None:
@@ -53,6 +58,11 @@ class CheckpointStore:
     async def restore(self, shard_id: str, sequence: str) -> bool:
         """Write back a checkpoint Redis lost, unless one is there again (never over a newer one)."""
         return bool(await self._redis.hsetnx(self._checkpoints, shard_id, sequence))
+
+    @translated
+    async def prune(self, shard_ids: set[str]) -> int:
+        """Forget ended shards whose children have started: checkpoints and lease fields."""
+        return int(await self._prune(keys=[*self._lease_keys, self._checkpoints], args=sorted(shard_ids)))
 
     @translated
     async def initial_shards(self, current: list[str], now: float) -> set[str]:

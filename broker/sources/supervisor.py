@@ -116,7 +116,8 @@ class StreamMapping:
                 try:
                     live = await self._leases.beat()
                     await self._renew()
-                    saved = await self._restore_lost(await self._checkpoints.all(), shards)
+                    saved = await self._prune(await self._checkpoints.all(), shards)
+                    saved = await self._restore_lost(saved, shards)
                     await self._balance(group, shards, initial, saved, live)
                 except BrokerError as exc:
                     log.warning("lease_round_failed", error=str(exc))
@@ -141,12 +142,24 @@ class StreamMapping:
         with contextlib.suppress(BrokerError):
             await self._leases.beat(leaving=True)
 
+    async def _prune(self, saved: dict[str, str], shards: list[ShardInfo]) -> dict[str, str]:
+        """Forget ended shards whose children have checkpoints (bounded state across reshards)."""
+        done = {p for p in _proven_ended(shards, saved) if p in saved and p not in self.consumers}
+        if not done:
+            return saved
+        await self._checkpoints.prune(done)
+        log.info("shards_forgotten", shards=sorted(done), reason="children have checkpoints")
+        for shard in done:
+            self._known.pop(shard, None)
+        return {k: v for k, v in saved.items() if k not in done}
+
     async def _restore_lost(self, saved: dict[str, str], shards: list[ShardInfo]) -> dict[str, str]:
         """Checkpoints this replica saw that Redis no longer has (a flush, a failover to a stale
         replica) are written back, said loudly and counted; a shard resumes after them instead
         of at its starting position."""
         listed = {s.shard_id for s in shards}
-        lost = {k: v for k, v in self._known.items() if k not in saved and k in listed}
+        proven = _proven_ended(shards, saved)  # forgotten on purpose (pruned), not lost
+        lost = {k: v for k, v in self._known.items() if k not in saved and k in listed and k not in proven}
         for shard, sequence in lost.items():
             self._m_lost.inc()
             log.error("checkpoint_lost", shard=shard, resume_after=sequence,
@@ -167,7 +180,7 @@ class StreamMapping:
     async def _balance(self, group: asyncio.TaskGroup, shards: list[ShardInfo], initial: set[str],
                        saved: dict[str, str], live: int) -> None:
         listed = {s.shard_id for s in shards}
-        finished = {k for k, v in saved.items() if v == SHARD_END}
+        finished = {k for k, v in saved.items() if v == SHARD_END} | _proven_ended(shards, saved)
         # A parent that is no longer listed (past retention) counts as read to its end.
         eligible = [s for s in shards if s.shard_id not in finished
                     and all(p not in listed or p in finished for p in s.parents)]
@@ -234,3 +247,9 @@ class StreamMapping:
                 with contextlib.suppress(BrokerError):
                     await self._leases.release(shard_id, fence)
         self._wake.set()  # children may start now; handed-off shards are free; a failed consumer restarts
+
+
+def _proven_ended(shards: list[ShardInfo], saved: dict[str, str]) -> set[str]:
+    """Parents of shards that have a checkpoint: a child starts only after its parents were read
+    to their end, so they count as finished even once their own checkpoints are forgotten."""
+    return {p for s in shards if s.shard_id in saved for p in s.parents}

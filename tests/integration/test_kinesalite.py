@@ -45,11 +45,12 @@ async def _run_split(aws: Aws, kinesalite_broker: BrokerRunner, target: Recordin
     async with kinesalite_broker.run(function(target), [m], **FAST) as app:
         await target.wait_for(lambda calls: len(target.records()) >= 60, timeout=30)
         uuid = app.config.event_source_mappings[0].UUID
-        key = f"{{broker:esm:{uuid}}}:checkpoints"
-        await wait_until(lambda: _len(app, key, 3))
-        checkpoints = await app._redis.hgetall(key)  # type: ignore[union-attr]
+        tag = f"{{broker:esm:{uuid}}}"
+        # Bounded state: once the children have checkpoints, the ended parent is forgotten.
+        await wait_until(lambda: _fields(app, f"{tag}:checkpoints", {"shardId-000000000001", "shardId-000000000002"}))
+        epochs = await app._redis.hkeys(f"{tag}:lease_epoch")  # type: ignore[union-attr]
     assert keyed(target.records()) == {k: list(range(10)) for k in keys}
-    assert checkpoints[b"shardId-000000000000"] == b"SHARD_END"
+    assert b"shardId-000000000000" not in epochs, "the parent's lease fields are forgotten too"
     parent = [r for r in target.records() if r["eventID"].startswith("shardId-000000000000:")]
     children = [r for r in target.records() if not r["eventID"].startswith("shardId-000000000000:")]
     assert len(parent) == 30
@@ -57,8 +58,8 @@ async def _run_split(aws: Aws, kinesalite_broker: BrokerRunner, target: Recordin
     assert target.records().index(children[0]) >= 30  # nothing from a child before the parent ended
 
 
-async def _len(app: Any, key: str, n: int) -> bool:
-    return len(await app._redis.hgetall(key)) >= n
+async def _fields(app: Any, key: str, expected: set[str]) -> bool:
+    return {k.decode() for k in await app._redis.hkeys(key)} == expected
 
 
 async def test_expired_iterator_resumes_after_the_last_record_read(kinesalite: Kinesalite,
