@@ -125,3 +125,18 @@ def test_dashboard_uses_only_declared_metrics() -> None:
     declared = {m.name for m in Metrics().registry.collect()}
     assert used <= declared, used - declared
     assert len(dashboard["panels"]) >= 10
+
+
+def test_bundled_redis_refuses_writes_when_full_instead_of_evicting() -> None:
+    """The bundled Redis gets maxmemory (below its memory limit) with noeviction: a full Redis
+    refuses new events rather than evicting queued ones or being OOM-killed."""
+    docs = render(None, "--set", "redis.bundled.enabled=true")
+    redis = next(d for d in docs if d["kind"] == "StatefulSet")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    maxmemory = args[args.index("--maxmemory") + 1]
+    limit = container["resources"]["limits"]["memory"]
+    to_bytes = {"mb": 2**20, "gb": 2**30, "Mi": 2**20, "Gi": 2**30}
+    value = int(re.match(r"\d+", maxmemory).group()) * to_bytes[re.sub(r"\d+", "", maxmemory)]  # type: ignore[union-attr]
+    assert value < int(re.match(r"\d+", limit).group()) * to_bytes[re.sub(r"\d+", "", limit)]  # type: ignore[union-attr]
