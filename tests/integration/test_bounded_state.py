@@ -40,7 +40,7 @@ async def test_key_count_is_flat_over_replica_restarts(aws: Aws, broker: BrokerR
                                          json={"a": sent + n}, headers={"X-Amz-Invocation-Type": "Event"}) as resp:
                         assert resp.status == 202
             sent += 5
-            await wait_until(lambda: _all_in(target, sent), timeout=20)
+            await wait_until(lambda sent=sent: _all_in(target, sent), timeout=20)
         await asyncio.sleep(1.0)  # past the heartbeat TTL of the replica that left
         counts.append(await _dbsize(broker))
     print(f"bounded state: keys after each of 6 replica restarts: {counts}")
