@@ -29,6 +29,7 @@ from broker.api import concurrency as concurrency_api
 from broker.api import health, mappings
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
+from broker.api.auth import Key, SigV4
 from broker.arns import function_arn, parse_arn, source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
@@ -77,6 +78,7 @@ class App:
         self.functions: dict[str, Function] = {}
         self.api_port: int | None = None
         self.started = asyncio.Event()
+        self._started_at = self.clock.time()
         self._stopping = asyncio.Event()
         self._draining = False
         self._redis: Any = None
@@ -289,9 +291,28 @@ class App:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
 
+    def _api_middlewares(self) -> list[Any]:
+        """SigV4 on every Lambda route unless the config chose otherwise (said once at start)."""
+        s = self.config.broker
+        api = s.api
+        if api.authenticated:
+            keys = [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources))
+                    for c in api.credentials]
+            log.info("api_authentication", mode="sigv4", access_key_ids=[k.access_key_id for k in keys])
+            return [SigV4(keys, region=s.region, account=s.account_id, clock=self.clock,
+                          metrics=self.metrics).middleware]
+        if api.loopback:
+            log.info("api_unauthenticated", host=api.host,
+                     note="no credentials configured: only processes on this machine can reach the API")
+        else:
+            log.warning("api_unauthenticated_network", host=api.host,
+                        note="auth: none with allow_unauthenticated_network: anyone who reaches the port may "
+                             "invoke functions, change concurrency and pause mappings")
+        return []
+
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
-        app = web.Application(client_max_size=7 * 1024 * 1024)
+        app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=self._api_middlewares())
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_permit_gauges))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
                                        account=s.account_id))
@@ -320,12 +341,16 @@ class App:
                 self._spawn(f"mapping:{uuid_}", runner.run())
             for name in self.functions:
                 self._start_worker(name)
-            background = [group.create_task(self._heartbeat(), name="heartbeat"),
-                          group.create_task(self._follow_reservations(), name="reservations")]
+            s = self.config.broker
+            assert self.reservations is not None
+            background = [group.create_task(self._periodic(s.heartbeat_interval_seconds, self._heartbeat),
+                                            name="heartbeat"),
+                          group.create_task(self._periodic(1.0, self.reservations.refresh), name="reservations")]
             if self.config_path is not None:
-                watcher = ConfigWatcher(self.config_path, self.clock, self.config.broker.config_reload_interval_seconds,
-                                        on_failure=self.metrics.config_reload_failures.inc)
-                background.append(group.create_task(watcher.run(self._reload), name="config-watcher"))
+                watcher = ConfigWatcher(self.config_path, on_failure=self.metrics.config_reload_failures.inc)
+                background.append(group.create_task(self._periodic(
+                    s.config_reload_interval_seconds, functools.partial(watcher.check, self._reload)),
+                    name="config-watcher"))
             local = self.config.local
             if local and local.producer:
                 assert self._aws is not None
@@ -350,12 +375,14 @@ class App:
                     task.cancel()
         log.info("broker_stopped")
 
-    async def _follow_reservations(self) -> None:
-        """Reserved concurrency set through the API on any replica applies here within a second."""
-        assert self.reservations is not None
-        while True:
-            await self.clock.sleep(1.0)
-            await self.reservations.refresh()
+    async def _periodic(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
+        """``step()`` every ``seconds`` until shutdown. The loop watches the stop flag itself:
+        redis-py can swallow a cancellation that lands inside one of its calls (redis-py #2028),
+        and a background task that ignored its cancel would hold the shutdown forever."""
+        while not self._stopping.is_set():
+            await step()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _spawn(self, key: str, work: Coroutine[Any, Any, None]) -> None:
         assert self._group is not None
@@ -456,26 +483,23 @@ class App:
         await call(client.invoke, FunctionName=arn, InvocationType="Event", Payload=event.encode())
 
     async def _heartbeat(self) -> None:
-        """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring)."""
+        """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring); and
+        the state marker compared, to notice a Redis that lost the broker's keys."""
         assert self._redis is not None
         assert self._marker is not None
         interval = self.config.broker.heartbeat_interval_seconds
-        key = f"{{broker}}:replica:{self.replica_id}"
-        started = self.clock.time()
-        while True:
-            value = json.dumps({"replica": self.replica_id, "version": __version__,
-                                "started": started, "mappings": sorted(self.runners)})
-            try:
-                await self._redis.set(key, value, px=int(interval * 3000))
-                if await self._marker.lost():
-                    self.metrics.state_lost.labels("redis").inc()
-                    log.error("redis_state_lost", what="redis",
-                              note="Redis answered without the broker's keys (a flush, or a failover to a "
-                                   "replica that missed writes); consumer groups, scripts and heartbeats are "
-                                   "recreated, stream mappings resume from the checkpoints this replica knew")
-            except (RedisError, OSError) as exc:
-                log.warning("heartbeat_failed", error=str(exc))
-            await self.clock.sleep(interval)
+        value = json.dumps({"replica": self.replica_id, "version": __version__,
+                            "started": self._started_at, "mappings": sorted(self.runners)})
+        try:
+            await self._redis.set(f"{{broker}}:replica:{self.replica_id}", value, px=int(interval * 3000))
+            if await self._marker.lost():
+                self.metrics.state_lost.labels("redis").inc()
+                log.error("redis_state_lost", what="redis",
+                          note="Redis answered without the broker's keys (a flush, or a failover to a "
+                               "replica that missed writes); consumer groups, scripts and heartbeats are "
+                               "recreated, stream mappings resume from the checkpoints this replica knew")
+        except (RedisError, OSError) as exc:
+            log.warning("heartbeat_failed", error=str(exc))
 
     async def readiness_problems(self) -> list[str]:
         problems: list[str] = []

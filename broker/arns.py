@@ -50,3 +50,15 @@ def is_fifo(arn_text: str) -> bool:
 
 def function_arn(region: str, account: str, name: str) -> str:
     return f"arn:aws:lambda:{region}:{account}:function:{name}"
+
+
+def resolve_name(raw: str, account: str = "") -> tuple[str, str | None]:
+    """Name, ``name:qualifier``, full or partial ARN → (name, qualifier)."""
+    parts = raw.split(":")
+    if raw.startswith("arn:") and len(parts) >= 7:
+        return parts[6], parts[7] if len(parts) > 7 else None
+    if len(parts) >= 3 and parts[1] == "function":  # partial ARN: account:function:name[:qualifier]
+        return parts[2], parts[3] if len(parts) > 3 else None
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return raw, None

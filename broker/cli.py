@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import Any
 
-from broker import __version__
+from broker import __version__, redaction
 from broker.errors import BrokerError, ConfigError, describe, leaf_errors
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.issues)} error(s)", file=sys.stderr)
         for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+            print(f"  {redaction.scrub(str(issue))}", file=sys.stderr)
         return 1
     if args.command == "validate":
         from broker.app import describe_config  # noqa: PLC0415
@@ -81,8 +81,8 @@ def _run(config: object, path: str) -> int:
         errors = leaf_errors(exc)
         for error in errors:
             if not isinstance(error, BrokerError):  # a bug: its traceback is for the report
-                traceback.print_exception(error)
+                print(redaction.scrub("".join(traceback.format_exception(error))), file=sys.stderr)
         log.error("broker_failed", error=describe(errors))
-        print(f"broker: {describe(errors)}", file=sys.stderr)
+        print(f"broker: {redaction.scrub(describe(errors))}", file=sys.stderr)
         return 1
     return 0

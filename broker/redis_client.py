@@ -23,6 +23,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from broker.errors import ConfigError, ConfigIssue
+from broker.redaction import redact_url
 
 SOCKET_TIMEOUT_SECONDS = 10.0  # above the longest blocking read (XREADGROUP BLOCK 1 s)
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -48,7 +49,7 @@ def parse(url: str) -> RedisTarget:
     """Parse ``redis_url``; ConfigError naming the setting when it is malformed."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in _SCHEMES:
-        raise _bad(f"unsupported scheme in {redact(url)!r}; use one of " + ", ".join(f"{s}://" for s in _SCHEMES))
+        raise _bad(f"unsupported scheme in {redact_url(url)!r}; use one of " + ", ".join(f"{s}://" for s in _SCHEMES))
     tls = scheme.startswith("rediss")
     if "+" not in scheme:
         return RedisTarget("single", url, tls=tls)
@@ -58,16 +59,16 @@ def parse(url: str) -> RedisTarget:
     username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
     hosts = [_host_port(h, url) for h in hostlist.split(",") if h]
     if not hosts:
-        raise _bad(f"{redact(url)!r} names no host:port")
+        raise _bad(f"{redact_url(url)!r} names no host:port")
     parts = [p for p in path.split("/") if p]
     master, db = "", 0
     if kind == "sentinel":
         if not parts:
-            raise _bad(f"{redact(url)!r} needs the master name: redis+sentinel://host:port/MASTER_NAME[/DB]")
+            raise _bad(f"{redact_url(url)!r} needs the master name: redis+sentinel://host:port/MASTER_NAME[/DB]")
         master = unquote(parts[0])
         db = _db(parts[1], url) if len(parts) > 1 else 0
     elif parts:
-        raise _bad(f"{redact(url)!r}: a Redis Cluster has no databases; drop the path")
+        raise _bad(f"{redact_url(url)!r}: a Redis Cluster has no databases; drop the path")
     return RedisTarget(kind, url, hosts, unquote(username) or None, unquote(password) or None, tls, master, db)
 
 
@@ -99,16 +100,6 @@ async def connected(url: str) -> AsyncIterator[Any]:
             await other.aclose()
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs and errors)."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, location = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{location}"
-
-
 def _host_port(item: str, url: str) -> tuple[str, int]:
     parsed = urlsplit(f"//{item}")
     try:
@@ -116,13 +107,13 @@ def _host_port(item: str, url: str) -> tuple[str, int]:
     except ValueError:
         port = None
     if not parsed.hostname or port is None:
-        raise _bad(f"{redact(url)!r}: {item!r} is not host:port")
+        raise _bad(f"{redact_url(url)!r}: {item!r} is not host:port")
     return parsed.hostname, port
 
 
 def _db(text: str, url: str) -> int:
     if not text.isdigit():
-        raise _bad(f"{redact(url)!r}: database {text!r} is not a number")
+        raise _bad(f"{redact_url(url)!r}: database {text!r} is not a number")
     return int(text)
 
 

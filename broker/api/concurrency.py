@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.api.errors import Handler, aws_error, store_guarded
-from broker.api.invoke import resolve_name
+from broker.arns import resolve_name
 from broker.concurrency.reservations import Reservations
 from broker.errors import ReservationRefused
 

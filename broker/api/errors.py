@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from broker import redaction
 from broker.errors import BrokerError
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -15,7 +16,7 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 def aws_error(status: int, code: str, message: str, *, error_type: str = "User",
               extra: dict[str, str] | None = None, headers: dict[str, str] | None = None
               ) -> web.Response:
-    body = {"Type": error_type, "message": message, **(extra or {})}
+    body = {"Type": error_type, "message": redaction.scrub(message), **(extra or {})}
     return web.Response(status=status, body=json.dumps(body).encode(),
                         content_type="application/json",
                         headers={"X-Amzn-ErrorType": code, **(headers or {})})

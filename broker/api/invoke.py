@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.api.errors import aws_error
+from broker.arns import resolve_name
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.concurrency.semaphore import ACCOUNT_REASON, RESERVED_REASON
@@ -34,18 +35,6 @@ class Invokable:
     function: Function
     queue: AsyncQueue
     invoke_config: InvokeConfigStore
-
-
-def resolve_name(raw: str, account: str) -> tuple[str, str | None]:
-    """Name, ``name:qualifier``, full or partial ARN → (name, qualifier)."""
-    parts = raw.split(":")
-    if raw.startswith("arn:") and len(parts) >= 7:
-        return parts[6], parts[7] if len(parts) > 7 else None
-    if len(parts) >= 3 and parts[1] == "function":  # partial ARN: account:function:name[:qualifier]
-        return parts[2], parts[3] if len(parts) > 3 else None
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    return raw, None
 
 
 def _parse(request_kind: str, body: bytes) -> str | web.Response:

@@ -13,8 +13,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from broker.api.errors import Handler, aws_error, store_guarded
-from broker.api.invoke import Invokable, resolve_name
-from broker.arns import is_fifo, parse_arn
+from broker.api.invoke import Invokable
+from broker.arns import is_fifo, parse_arn, resolve_name
 from broker.async_invoke.invoke_config import FIELDS, StoredConfig
 from broker.config.models import EventInvokeConfigSpec
 

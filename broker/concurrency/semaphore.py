@@ -105,11 +105,12 @@ class Permits:
         task = asyncio.current_task()
         assert task is not None
         lost = asyncio.Event()
+        done = asyncio.Event()  # the renewer stops on it too: redis-py can swallow a cancellation
         renewer: asyncio.Task[None] | None = None
 
         def start_renewing() -> None:  # only work that outlives a third of the TTL needs a renewer task
             nonlocal renewer
-            renewer = asyncio.ensure_future(self._keep(pool, holder, task, lost))
+            renewer = asyncio.ensure_future(self._keep(pool, holder, task, lost, done))
 
         timer = asyncio.get_running_loop().call_later(self._ttl_ms / 3000, start_renewing)
         try:
@@ -120,6 +121,7 @@ class Permits:
             raise
         finally:
             timer.cancel()
+            done.set()
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -164,17 +166,19 @@ class Permits:
         if event is not None:
             event.set()  # waiters of this replica ask again now
 
-    async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], lost: asyncio.Event) -> None:
-        """Renew now (a third of the TTL has passed) and every third of it after that."""
-        while True:
+    async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], lost: asyncio.Event,
+                    done: asyncio.Event) -> None:
+        """Renew now (a third of the TTL has passed) and every third of it after that, until ``done``."""
+        while not done.is_set():
             try:
                 renewed = await self._renew(keys=[pool.key], args=[holder, self._ttl_ms])
             except (RedisError, OSError) as exc:  # Redis away: keep trying until the TTL decides
                 log.warning("permit_renewal_failed", error=str(exc))
                 renewed = True
-            if not renewed:
+            if not renewed and not done.is_set():
                 log.error("permit_lost", pool=pool.key, holder=holder)
                 lost.set()
                 task.cancel()
                 return
-            await self._clock.sleep(self._ttl_ms / 3000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._ttl_ms / 3000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from broker import redaction
 from broker.config import rules
 from broker.config.models import BrokerSettings, Config, EventSourceMapping, FunctionConfig
 from broker.errors import ConfigError, ConfigIssue
@@ -38,7 +40,12 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
     if not isinstance(raw, dict):
         raise ConfigError([ConfigIssue("", f"{source} must be a mapping with sections broker, "
                                            "functions, event_source_mappings")])
-    _apply_env(raw, env or {})
+    env = env or {}
+    expansion_issues: list[ConfigIssue] = []
+    raw = _expand(raw, env, "", expansion_issues)
+    if expansion_issues:
+        raise ConfigError(expansion_issues)
+    _apply_env(raw, env)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -49,12 +56,63 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
         issues = [_issue(e) for e in exc.errors()]
         issues += rules.check(partial, positions=positions, known_functions=known)
         raise ConfigError(issues) from exc
-    issues = rules.check(config)
+    issues = rules.check(config) + _read_secret_files(config)
     if issues:
         raise ConfigError(issues)
     for esm in config.event_source_mappings:
         rules.apply_defaults(esm)
+    _register_secrets(config, env)
     return config
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], path: str, issues: list[ConfigIssue]) -> Any:
+    """``${NAME}`` in any string value is replaced by the environment variable NAME."""
+    if isinstance(value, str):
+        def variable(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                issues.append(ConfigIssue(path, f"environment variable {name} is not set"))
+                return ""
+            return env[name]
+        return _VARIABLE.sub(variable, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{path}.{k}" if path else str(k), issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, f"{path}[{i}]", issues) for i, v in enumerate(value)]
+    return value
+
+
+def _read_secret_files(config: Config) -> list[ConfigIssue]:
+    """Each ``SecretAccessKeyFile`` read now (a Kubernetes Secret mounted as files)."""
+    issues = []
+    for i, cred in enumerate(config.broker.api.credentials):
+        if cred.SecretAccessKeyFile is None:
+            continue
+        try:
+            secret = cred.SecretAccessKeyFile.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            issues.append(ConfigIssue(f"broker.api.credentials[{i}].SecretAccessKeyFile",
+                                      f"cannot read {cred.SecretAccessKeyFile}: {exc.strerror}"))
+            continue
+        if not secret:
+            issues.append(ConfigIssue(f"broker.api.credentials[{i}].SecretAccessKeyFile",
+                                      f"{cred.SecretAccessKeyFile} is empty"))
+        cred.SecretAccessKey = secret
+    return issues
+
+
+def _register_secrets(config: Config, env: Mapping[str, str]) -> None:
+    """Every secret the config or the environment holds, masked in logs and errors from now on."""
+    s = config.broker
+    urls = [s.redis_url, s.aws_endpoint_url] + [u for f in config.functions.values()
+                                                for u in (f.Target.Url, f.Target.EndpointUrl)]
+    redaction.register([p for url in urls for p in redaction.url_passwords(url)])
+    redaction.register([c.SecretAccessKey for c in s.api.credentials])
+    redaction.register([env.get("AWS_SECRET_ACCESS_KEY"), env.get("AWS_SESSION_TOKEN"),
+                        os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")])
 
 
 def _valid_parts(raw: dict[str, Any]) -> tuple[Config, list[int]]:

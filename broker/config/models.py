@@ -7,6 +7,7 @@ SAM. Ranges come from spec §1.2 and §9; cross-field rules live in ``rules.py``
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,9 +21,44 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- broker settings
 
 
+class ApiCredential(_Strict):
+    """One SigV4 key of the API: its secret (inline or from a file) and what it may do."""
+
+    AccessKeyId: Annotated[str, Field(min_length=3, max_length=128, pattern=r"^[\w+=,.@-]+$")]
+    SecretAccessKey: Annotated[str | None, Field(min_length=1)] = None
+    SecretAccessKeyFile: Path | None = None
+    Actions: Annotated[list[Annotated[str, Field(pattern=r"^(\*|lambda:[A-Za-z*?]+)$")]], Field(min_length=1)] = [
+        "lambda:*"]
+    Resources: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = ["*"]
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiCredential:
+        if (self.SecretAccessKey is None) == (self.SecretAccessKeyFile is None):
+            raise ValueError("give exactly one of SecretAccessKey, SecretAccessKeyFile")
+        return self
+
+
 class ApiSettings(_Strict):
-    host: str = "0.0.0.0"  # noqa: S104 - the pod's API must be reachable by the Service
+    host: str = "127.0.0.1"  # the chart sets 0.0.0.0 (with credentials) so the Service reaches the pod
     port: Annotated[int, Field(ge=0, le=65535)] = 9000
+    # sigv4: every Lambda route is signed (AWS SDKs and CLI do it); none: no authentication.
+    # Default: sigv4 when credentials are given, none on a loopback host, else a config error.
+    auth: Literal["sigv4", "none"] | None = None
+    credentials: list[ApiCredential] = []
+    allow_unauthenticated_network: bool = False  # with auth: none on a non-loopback host
+
+    @property
+    def authenticated(self) -> bool:
+        return self.auth == "sigv4" or (self.auth is None and bool(self.credentials))
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 class BrokerSettings(_Strict):

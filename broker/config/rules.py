@@ -63,14 +63,39 @@ def check(config: Config, *, now: float | None = None, positions: list[int] | No
 
 
 def _check_settings(config: Config) -> list[ConfigIssue]:
+    issues = _check_api(config)
     url = config.broker.redis_url
-    if url == "embedded":
-        return []
-    try:
-        redis_client.parse(url)
-    except ConfigError as exc:
-        return exc.issues
-    return []
+    if url != "embedded":
+        try:
+            redis_client.parse(url)
+        except ConfigError as exc:
+            issues += exc.issues
+    return issues
+
+
+def _check_api(config: Config) -> list[ConfigIssue]:
+    """Secure by default: a network-facing API needs SigV4 credentials or an explicit opt-out."""
+    api = config.broker.api
+    if api.auth == "sigv4" and not api.credentials:
+        return [ConfigIssue("broker.api.credentials", "auth is sigv4 but no credentials are configured: "
+                            "add at least one AccessKeyId with SecretAccessKey or SecretAccessKeyFile")]
+    if api.auth is None and not api.credentials and not api.loopback:
+        return [ConfigIssue("broker.api", (
+            f"the API listens on {api.host}, which is not loopback, and no credentials are configured: add "
+            "broker.api.credentials (SigV4, what AWS SDKs and the CLI send), or set host: 127.0.0.1, or set "
+            "auth: none with allow_unauthenticated_network: true to accept unauthenticated requests"))]
+    if api.auth == "none" and not api.loopback and not api.allow_unauthenticated_network:
+        return [ConfigIssue("broker.api.allow_unauthenticated_network", (
+            f"auth is none and the API listens on {api.host}, which is not loopback: set "
+            "allow_unauthenticated_network: true to accept that anyone who reaches the port may use the API"))]
+    seen: set[str] = set()
+    issues = []
+    for i, cred in enumerate(api.credentials):
+        if cred.AccessKeyId in seen:
+            issues.append(ConfigIssue(f"broker.api.credentials[{i}].AccessKeyId",
+                                      f"duplicate AccessKeyId {cred.AccessKeyId}"))
+        seen.add(cred.AccessKeyId)
+    return issues
 
 
 def _check_functions(config: Config) -> list[ConfigIssue]:

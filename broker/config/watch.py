@@ -11,7 +11,6 @@ from pathlib import Path
 
 import structlog
 
-from broker.clock import Clock
 from broker.config.loader import load_config
 from broker.config.models import Config
 from broker.errors import ConfigError
@@ -20,11 +19,8 @@ log = structlog.get_logger("broker.config")
 
 
 class ConfigWatcher:
-    def __init__(self, path: Path, clock: Clock, interval_seconds: float, on_failure: Callable[[], None] = lambda: None
-                 ) -> None:
+    def __init__(self, path: Path, on_failure: Callable[[], None] = lambda: None) -> None:
         self._path = path
-        self._clock = clock
-        self._interval = interval_seconds
         self._on_failure = on_failure
         self._digest = self._read_digest()
 
@@ -34,17 +30,16 @@ class ConfigWatcher:
         except OSError:
             return None
 
-    async def run(self, apply: Callable[[Config], Awaitable[None]]) -> None:
-        while True:
-            await self._clock.sleep(self._interval)
-            digest = self._read_digest()
-            if digest is None or digest == self._digest:
-                continue
-            self._digest = digest
-            try:
-                config = load_config(self._path)
-            except ConfigError as exc:
-                self._on_failure()
-                log.error("config_reload_refused", path=str(self._path), errors=[str(i) for i in exc.issues])
-                continue
-            await apply(config)
+    async def check(self, apply: Callable[[Config], Awaitable[None]]) -> None:
+        """Apply the file if it changed since the last look (an invalid one is refused and logged)."""
+        digest = self._read_digest()
+        if digest is None or digest == self._digest:
+            return
+        self._digest = digest
+        try:
+            config = load_config(self._path)
+        except ConfigError as exc:
+            self._on_failure()
+            log.error("config_reload_refused", path=str(self._path), errors=[str(i) for i in exc.issues])
+            return
+        await apply(config)

@@ -12,6 +12,8 @@ from typing import Literal
 
 import structlog
 
+from broker import redaction
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -28,6 +30,7 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redaction.log_processor,  # after tracebacks are rendered: they may quote secrets too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -43,6 +43,7 @@ def test_validate_lists_every_error_without_traceback(tmp_path: Path) -> None:
     """Exit 1, every error with its path, no traceback."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({
+        "broker": {"api": {"host": "127.0.0.1"}},
         "functions": {"f": {"Target": {"Url": "http://t"}, "Timeout": 0}},
         "event_source_mappings": [{"FunctionName": "g", "EventSourceArn": queue_arn("q"), "BatchSize": 50}],
     }))

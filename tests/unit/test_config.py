@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,49 @@ def test_env_override_is_validated() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("", env={"BROKER_API_PORT": "lots"})
     assert str(info.value.issues[0]).startswith("broker.api.port: ")
+
+
+def test_a_network_api_needs_credentials_or_an_explicit_opt_out() -> None:
+    """Secure by default: 0.0.0.0 without credentials is an error naming the fixes; loopback is fine."""
+    assert errors("broker: {api: {host: 0.0.0.0}}") == [
+        "broker.api: the API listens on 0.0.0.0, which is not loopback, and no credentials are configured: add "
+        "broker.api.credentials (SigV4, what AWS SDKs and the CLI send), or set host: 127.0.0.1, or set auth: none "
+        "with allow_unauthenticated_network: true to accept unauthenticated requests"]
+    assert errors("broker: {api: {host: 0.0.0.0, auth: none}}")[0].startswith(
+        "broker.api.allow_unauthenticated_network: auth is none")
+    assert errors("broker: {api: {auth: sigv4}}")[0].startswith("broker.api.credentials: auth is sigv4 but no")
+    assert not parse_config("broker: {api: {host: 0.0.0.0, auth: none, allow_unauthenticated_network: true}}",
+                            env={}).broker.api.authenticated
+    assert not parse_config("broker: {api: {host: '::1'}}", env={}).broker.api.authenticated
+    signed = parse_config("broker: {api: {host: 0.0.0.0, credentials: [{AccessKeyId: ops, SecretAccessKey: s3cr3t}]}}",
+                          env={})
+    assert signed.broker.api.authenticated
+    assert signed.broker.api.credentials[0].Actions == ["lambda:*"]
+
+
+def test_credentials_from_the_environment_and_files(tmp_path: Path) -> None:
+    """${VAR} expands from the environment; a missing variable or file is an error naming it."""
+    key = tmp_path / "producer"
+    key.write_text("from-a-file\n")
+    text = (f"broker: {{api: {{credentials: [{{AccessKeyId: ops, SecretAccessKey: '${{OPS_SECRET}}'}}, "
+            f"{{AccessKeyId: producer, SecretAccessKeyFile: {key}}}]}}}}")
+    creds = parse_config(text, env={"OPS_SECRET": "from-the-env"}).broker.api.credentials
+    assert [c.SecretAccessKey for c in creds] == ["from-the-env", "from-a-file"]
+    assert errors(text) == ["broker.api.credentials[0].SecretAccessKey: environment variable OPS_SECRET is not set"]
+    missing = text.replace(str(key), str(tmp_path / "nope"))
+    with pytest.raises(ConfigError) as info:
+        parse_config(missing, env={"OPS_SECRET": "x"})
+    assert [str(i) for i in info.value.issues] == [
+        f"broker.api.credentials[1].SecretAccessKeyFile: cannot read {tmp_path / 'nope'}: No such file or directory"]
+    assert errors("broker: {api: {credentials: [{AccessKeyId: ops}]}}") == [
+        "broker.api.credentials[0]: give exactly one of SecretAccessKey, SecretAccessKeyFile"]
+
+
+def test_redis_urls_are_checked() -> None:
+    """Cluster and Sentinel forms parse; a malformed one is an error naming the setting, password masked."""
+    parse_config("broker: {redis_url: 'redis+cluster://u:pw@h1:7000,h2:7001'}", env={})
+    parse_config("broker: {redis_url: 'redis+sentinel://h1:26379,h2:26379/mymaster/2'}", env={})
+    assert errors("broker: {redis_url: 'redis+sentinel://:hunter2@h1:26379'}") == [
+        "broker.redis_url: 'redis+sentinel://:***@h1:26379' needs the master name: "
+        "redis+sentinel://host:port/MASTER_NAME[/DB]"]
+    assert errors("broker: {redis_url: 'memcached://h:1'}")[0].startswith("broker.redis_url: unsupported scheme")

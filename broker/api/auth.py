@@ -1,0 +1,233 @@
+"""AWS Signature Version 4 on every Lambda route, and IAM-style permissions per access key.
+
+Verification recomputes the signature with botocore's own signer (``SigV4Auth``: canonical
+request, string to sign, signing key) over exactly the headers the client signed, for service
+``lambda`` in the configured region, and compares in constant time. What AWS checks and answers:
+
+    no Authorization header                 403 MissingAuthenticationTokenException
+    unknown access key                      403 UnrecognizedClientException
+    bad signature, wrong scope, clock skew  403 InvalidSignatureException  (skew: 5 minutes)
+    key not allowed this action/resource    403 AccessDeniedException
+
+Authorization happens before the route runs, on the resource named in the path (a function ARN
+built from the name, whether or not it exists), so a refusal never tells whether a function
+exists. ``X-Amz-Security-Token`` is accepted and ignored (it is signed like any header).
+``/healthz``, ``/readyz`` and ``/metrics`` are open. Failures are counted and logged with the key
+id and the route template, never the secret or the signature.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest, HTTPHeaders
+from botocore.credentials import Credentials
+
+from broker.api.errors import aws_error
+from broker.arns import resolve_name
+from broker.clock import Clock
+from broker.observability.metrics import Metrics
+
+log = structlog.get_logger("broker.api")
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics"})
+MAX_SKEW = timedelta(minutes=5)
+_AUTH = re.compile(r"^AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
+                   r"\s*Signature=(?P<sig>[0-9a-f]{64})\s*$")
+_BAD_SIGNATURE = ("The request signature we calculated does not match the signature you provided. Check your "
+                  "AWS Secret Access Key and signing method. Consult the service documentation for details.")
+
+# (method, route template) -> the IAM action Lambda checks for it
+ACTIONS: dict[tuple[str, str], str] = {
+    ("POST", "/2015-03-31/functions/{name}/invocations"): "lambda:InvokeFunction",
+    ("GET", "/2015-03-31/event-source-mappings"): "lambda:ListEventSourceMappings",
+    ("GET", "/2015-03-31/event-source-mappings/"): "lambda:ListEventSourceMappings",
+    ("POST", "/2015-03-31/event-source-mappings"): "lambda:CreateEventSourceMapping",
+    ("POST", "/2015-03-31/event-source-mappings/"): "lambda:CreateEventSourceMapping",
+    ("GET", "/2015-03-31/event-source-mappings/{uuid}"): "lambda:GetEventSourceMapping",
+    ("PUT", "/2015-03-31/event-source-mappings/{uuid}"): "lambda:UpdateEventSourceMapping",
+    ("DELETE", "/2015-03-31/event-source-mappings/{uuid}"): "lambda:DeleteEventSourceMapping",
+    ("PUT", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:PutFunctionEventInvokeConfig",
+    ("POST", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:UpdateFunctionEventInvokeConfig",
+    ("GET", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:GetFunctionEventInvokeConfig",
+    ("DELETE", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:DeleteFunctionEventInvokeConfig",
+    ("GET", "/2019-09-25/functions/{name}/event-invoke-config/list"): "lambda:ListFunctionEventInvokeConfigs",
+    ("PUT", "/2017-10-31/functions/{name}/concurrency"): "lambda:PutFunctionConcurrency",
+    ("DELETE", "/2017-10-31/functions/{name}/concurrency"): "lambda:DeleteFunctionConcurrency",
+    ("GET", "/2019-09-30/functions/{name}/concurrency"): "lambda:GetFunctionConcurrency",
+    ("GET", "/2016-08-19/account-settings"): "lambda:GetAccountSettings",
+    ("GET", "/2016-08-19/account-settings/"): "lambda:GetAccountSettings",
+    ("GET", "/2015-03-31/functions"): "lambda:ListFunctions",
+    ("GET", "/2015-03-31/functions/"): "lambda:ListFunctions",
+    ("GET", "/2015-03-31/functions/{name}"): "lambda:GetFunction",
+    ("GET", "/2015-03-31/functions/{name}/configuration"): "lambda:GetFunctionConfiguration",
+    ("GET", "/2017-03-31/tags/{arn}"): "lambda:ListTags",
+    ("POST", "/2017-03-31/tags/{arn}"): "lambda:TagResource",
+    ("DELETE", "/2017-03-31/tags/{arn}"): "lambda:UntagResource",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    access_key_id: str
+    secret: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+    def allows(self, action: str, resource: str) -> bool:
+        """IAM-style: ``*`` and ``?`` wildcards; actions compare case-insensitively."""
+        return (any(_matches(a.lower(), action.lower()) for a in self.actions)
+                and any(_matches(r, resource) for r in self.resources))
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+class _Verifier(SigV4Auth):  # type: ignore[misc]
+    """botocore's signer, limited to the headers the client said it signed."""
+
+    def __init__(self, secret: str, region: str, signed: list[str]) -> None:
+        super().__init__(Credentials("verifier", secret), "lambda", region)
+        self._signed = signed
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        headers = HTTPHeaders()
+        for name in self._signed:
+            for value in request.headers.get_all(name) or []:
+                headers.add_header(name, value)
+        return headers
+
+
+class SigV4:
+    """The middleware: who is calling (authentication), and may they (authorization)."""
+
+    def __init__(self, keys: list[Key], *, region: str, account: str, clock: Clock, metrics: Metrics) -> None:
+        self._keys = {k.access_key_id: k for k in keys}
+        self._region = region
+        self._account = account
+        self._clock = clock
+        self._m_failures = metrics.auth_failures
+
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path in PUBLIC:
+            return await handler(request)
+        route = _template(request)
+        key, refusal = await self._authenticate(request, route)
+        if refusal is not None:
+            return refusal
+        assert key is not None
+        action = ACTIONS.get((request.method, route))
+        if action is not None:
+            resource = self._resource(request, route)
+            if not key.allows(action, resource):
+                return self._fail("denied", key.access_key_id, request, route, aws_error(
+                    403, "AccessDeniedException",
+                    f"User: arn:aws:iam::{self._account}:user/{key.access_key_id} is not authorized to perform: "
+                    f"{action} on resource: {resource} because no identity-based policy allows the {action} "
+                    "action"))
+        return await handler(request)
+
+    async def _authenticate(self, request: web.Request, route: str) -> tuple[Key | None, web.Response | None]:
+        header = request.headers.get("Authorization")
+        if not header:
+            return None, self._fail("missing", "", request, route, aws_error(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"))
+        parsed = _AUTH.match(header)
+        if parsed is None:
+            return None, self._fail("malformed", "", request, route, aws_error(
+                400, "IncompleteSignatureException",
+                "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters "
+                "(AWS4-HMAC-SHA256)."))
+        key_id, _, scope = parsed.group("cred").partition("/")
+        key = self._keys.get(key_id)
+        if key is None:
+            return None, self._fail("unknown_key", key_id, request, route, aws_error(
+                403, "UnrecognizedClientException", "The security token included in the request is invalid."))
+        problem = self._check_scope(scope) or self._check_clock(request)
+        if problem is None:
+            body = await request.read()
+            content_hash = request.headers.get("X-Amz-Content-SHA256")
+            if content_hash is not None and not hmac.compare_digest(content_hash, hashlib.sha256(body).hexdigest()):
+                problem = "The provided 'x-amz-content-sha256' header does not match what was computed."
+            elif not hmac.compare_digest(self._signature(request, key, parsed.group("signed"), body),
+                                         parsed.group("sig")):
+                problem = _BAD_SIGNATURE
+        if problem is not None:
+            return None, self._fail("bad_signature", key_id, request, route,
+                                    aws_error(403, "InvalidSignatureException", problem))
+        return key, None
+
+    def _check_scope(self, scope: str) -> str | None:
+        parts = scope.split("/")
+        if len(parts) != 4 or parts[3] != "aws4_request":
+            return "Credential should be scoped to a valid region."
+        if parts[1] != self._region:
+            return f"Credential should be scoped to a valid region, not '{parts[1]}'."
+        if parts[2] != "lambda":
+            return "Credential should be scoped to correct service: 'lambda'."
+        return None
+
+    def _check_clock(self, request: web.Request) -> str | None:
+        stamp = request.headers.get("X-Amz-Date", "")
+        try:
+            signed_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        now = datetime.fromtimestamp(self._clock.time(), UTC)
+        fmt = "%Y%m%dT%H%M%SZ"
+        if signed_at < now - MAX_SKEW:
+            return (f"Signature expired: {stamp} is now earlier than {(now - MAX_SKEW).strftime(fmt)} "
+                    f"({now.strftime(fmt)} - 5 min.)")
+        if signed_at > now + MAX_SKEW:
+            return (f"Signature not yet current: {stamp} is still later than {(now + MAX_SKEW).strftime(fmt)} "
+                    f"({now.strftime(fmt)} + 5 min.)")
+        return None
+
+    def _signature(self, request: web.Request, key: Key, signed: str, body: bytes) -> str:
+        names = signed.split(";")
+        aws = AWSRequest(method=request.method, url=f"http://{request.host}{request.raw_path}", data=body)
+        aws.headers = HTTPHeaders()
+        for name, value in request.headers.items():
+            if name.lower() in names:
+                aws.headers.add_header(name.lower(), value)
+        aws.context["timestamp"] = request.headers.get("X-Amz-Date", "")
+        signer = _Verifier(key.secret, self._region, names)
+        canonical = signer.canonical_request(aws)
+        return str(signer.signature(signer.string_to_sign(aws, canonical), aws))
+
+    def _resource(self, request: web.Request, route: str) -> str:
+        base = f"arn:aws:lambda:{self._region}:{self._account}"
+        info = request.match_info
+        if "name" in info:
+            name, qualifier = resolve_name(info["name"], self._account)
+            qualifier = request.query.get("Qualifier", qualifier)
+            return f"{base}:function:{name}" + (f":{qualifier}" if qualifier else "")
+        if "uuid" in info:
+            return f"{base}:event-source-mapping:{info['uuid']}"
+        if "arn" in info:
+            return info["arn"]
+        return "*"
+
+    def _fail(self, reason: str, key_id: str, request: web.Request, route: str,
+              response: web.Response) -> web.Response:
+        self._m_failures.labels(reason).inc()
+        log.warning("auth_failed", reason=reason, access_key_id=key_id or None, method=request.method, route=route)
+        return response
+
+
+def _template(request: web.Request) -> str:
+    """The route template (``/2015-03-31/functions/{name}/invocations``), never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unknown route)"
+
