@@ -4,6 +4,7 @@ on the rendered config, hadolint on the Dockerfile."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -61,10 +62,20 @@ def test_manifests_validate_against_kubernetes_schemas(values: Path | None, tmp_
 
 @pytest.mark.parametrize("values", VALUES, ids=lambda v: v.name if v else "defaults")
 def test_rendered_config_passes_broker_validate(values: Path | None, tmp_path: Path) -> None:
-    """The ConfigMap's broker.yaml is a valid config file."""
-    configmap = next(d for d in render(values) if d["kind"] == "ConfigMap")
+    """The ConfigMap's broker.yaml is a valid config file, with the API's secrets as the pod mounts them:
+    every key the config names is an entry of the rendered Secret (files under a temp folder here)."""
+    docs = render(values)
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    config = yaml.safe_load(configmap["data"]["broker.yaml"])
+    secret = next((d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-api")), None)
+    for credential in config["broker"]["api"].get("credentials", []):
+        assert secret is not None, "credentials are configured but no Secret holds them"
+        name = Path(credential["SecretAccessKeyFile"]).name
+        assert name == credential["AccessKeyId"]
+        (tmp_path / name).write_bytes(base64.b64decode(secret["data"][name]))
+        credential["SecretAccessKeyFile"] = str(tmp_path / name)
     path = tmp_path / "broker.yaml"
-    path.write_text(configmap["data"]["broker.yaml"])
+    path.write_text(yaml.safe_dump(config))
     result = subprocess.run([sys.executable, "-m", "broker", "validate", "-c", str(path)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
@@ -140,3 +151,50 @@ def test_bundled_redis_refuses_writes_when_full_instead_of_evicting() -> None:
     to_bytes = {"mb": 2**20, "gb": 2**30, "Mi": 2**20, "Gi": 2**30}
     value = int(re.match(r"\d+", maxmemory).group()) * to_bytes[re.sub(r"\d+", "", maxmemory)]  # type: ignore[union-attr]
     assert value < int(re.match(r"\d+", limit).group()) * to_bytes[re.sub(r"\d+", "", limit)]  # type: ignore[union-attr]
+
+
+def _selects(selector: dict, labels: dict) -> bool:  # type: ignore[type-arg]
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("values", VALUES, ids=lambda v: v.name if v else "defaults")
+def test_selectors_and_policies_pick_the_right_pods(values: Path | None) -> None:
+    """The Deployment, Service, PDB and broker NetworkPolicy select the broker's pods and never the
+    bundled Redis; Redis's own policy admits the broker's pods only; no pod mounts a service
+    account token; the API's secrets are mounted as files."""
+    docs = render(values, "--set", "redis.bundled.enabled=true", "--set", "replicaCount=2")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    broker_pod = deployment["spec"]["template"]["metadata"]["labels"]
+    redis_pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(deployment["spec"]["selector"], broker_pod)
+    assert not _selects(deployment["spec"]["selector"], redis_pod)
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == deployment["metadata"]["name"])
+    assert _selects({"matchLabels": service["spec"]["selector"]}, broker_pod)
+    assert not _selects({"matchLabels": service["spec"]["selector"]}, redis_pod)
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert _selects(pdb["spec"]["selector"], broker_pod)
+    assert not _selects(pdb["spec"]["selector"], redis_pod)
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    assert len(policies) == 2, "NetworkPolicy is on by default, one for the broker and one for Redis"
+    broker_policy = next(p for p in policies.values() if _selects(p["spec"]["podSelector"], broker_pod))
+    redis_policy = next(p for p in policies.values() if _selects(p["spec"]["podSelector"], redis_pod))
+    assert broker_policy is not redis_policy
+    assert not _selects(broker_policy["spec"]["podSelector"], redis_pod)
+    assert set(broker_policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    egress = broker_policy["spec"]["egress"]
+    assert any(_selects(peer.get("podSelector", {"matchLabels": {"x": "y"}}), redis_pod)
+               for rule in egress for peer in rule.get("to", []))  # the broker may reach Redis
+    assert any({"port": 53, "protocol": "UDP"} in rule.get("ports", []) for rule in egress)
+    assert any({"port": 443, "protocol": "TCP"} in rule.get("ports", []) for rule in egress)
+    (redis_rule,) = redis_policy["spec"]["ingress"]
+    assert [peer["podSelector"] for peer in redis_rule["from"]] and all(
+        _selects(peer["podSelector"], broker_pod) and not _selects(peer["podSelector"], redis_pod)
+        for peer in redis_rule["from"])
+    for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
+        assert workload["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert "/var/run/secrets/broker/api" in mounts
+    redis_args = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--requirepass" in redis_args
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BROKER_REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")

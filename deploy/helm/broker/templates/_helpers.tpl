@@ -33,6 +33,21 @@ app.kubernetes.io/name: {{ include "broker.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The broker's own pods (the bundled Redis has component: redis): what the Deployment, Service,
+PDB, ServiceMonitor and NetworkPolicy select. */}}
+{{- define "broker.brokerSelectorLabels" -}}
+{{ include "broker.selectorLabels" . }}
+app.kubernetes.io/component: broker
+{{- end }}
+
+{{- define "broker.apiSecretName" -}}
+{{- .Values.api.existingSecret | default (printf "%s-api" (include "broker.fullname" .)) }}
+{{- end }}
+
+{{- define "broker.redisPasswordSecretName" -}}
+{{- .Values.redis.bundled.auth.existingSecret | default (printf "%s-redis-password" (include "broker.fullname" .)) }}
+{{- end }}
+
 {{- define "broker.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "broker.fullname" .) .Values.serviceAccount.name }}
@@ -57,7 +72,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The config file (DESIGN §3) rendered from values. */}}
 {{- define "broker.config" -}}
-{{- $settings := dict "region" .Values.aws.region "account_id" (toString .Values.aws.accountId) "data_dir" "/data" "api" (dict "host" "0.0.0.0" "port" (int .Values.service.port)) "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
+{{- $api := dict "host" "0.0.0.0" "port" (int .Values.service.port) }}
+{{- if .Values.api.allowUnauthenticated }}
+{{- $_ := set $api "auth" "none" }}{{ $_ := set $api "allow_unauthenticated_network" true }}
+{{- else }}
+{{- $credentials := list }}
+{{- range .Values.api.credentials }}
+{{- $credentials = append $credentials (dict "AccessKeyId" .accessKeyId "SecretAccessKeyFile" (printf "/var/run/secrets/broker/api/%s" .accessKeyId) "Actions" (.actions | default (list "lambda:*")) "Resources" (.resources | default (list "*"))) }}
+{{- end }}
+{{- $_ := set $api "auth" "sigv4" }}{{ $_ := set $api "credentials" $credentials }}
+{{- end }}
+{{- $settings := dict "region" .Values.aws.region "account_id" (toString .Values.aws.accountId) "data_dir" "/data" "api" $api "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
 {{- if .Values.aws.endpointUrl }}{{ $_ := set $settings "aws_endpoint_url" .Values.aws.endpointUrl }}{{ end }}
 {{- $broker := merge (deepCopy .Values.broker) $settings }}
 {{- $config := dict "broker" $broker "functions" .Values.functions "event_source_mappings" .Values.eventSourceMappings }}
