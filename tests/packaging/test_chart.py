@@ -187,7 +187,8 @@ def test_selectors_and_policies_pick_the_right_pods(values: Path | None) -> None
     assert any({"port": 53, "protocol": "UDP"} in rule.get("ports", []) for rule in egress)
     assert any({"port": 443, "protocol": "TCP"} in rule.get("ports", []) for rule in egress)
     (redis_rule,) = redis_policy["spec"]["ingress"]
-    assert [peer["podSelector"] for peer in redis_rule["from"]] and all(
+    assert [peer["podSelector"] for peer in redis_rule["from"]]
+    assert all(
         _selects(peer["podSelector"], broker_pod) and not _selects(peer["podSelector"], redis_pod)
         for peer in redis_rule["from"])
     for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
