@@ -6,12 +6,12 @@ and errors, so boto3's ``put_function_concurrency`` and friends work unchanged.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from broker.api.bodies import parse_json
 from broker.api.errors import Handler, aws_error, store_guarded
 from broker.arns import resolve_name
 from broker.concurrency.reservations import Reservations
@@ -43,10 +43,15 @@ class _Api:
         ]
 
     def _function(self, request: web.Request) -> tuple[str, web.Response | None]:
-        name, _ = resolve_name(request.match_info["name"], self._account)
+        name, qualifier = resolve_name(request.match_info["name"], self._account)
+        qualifier = request.query.get("Qualifier", qualifier)
+        arn = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}"
+        if qualifier:  # reserved concurrency belongs to the function, never to a version or alias
+            return name, aws_error(400, "InvalidParameterValueException",
+                                   f"Reserved concurrency applies to the unqualified function; remove the qualifier "
+                                   f"from {arn}:{qualifier}")
         if name in self._functions:
             return name, None
-        arn = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}"
         return name, aws_error(404, "ResourceNotFoundException", f"Function not found: {arn}")
 
     async def put(self, request: web.Request) -> web.Response:
@@ -54,7 +59,7 @@ class _Api:
         if missing:
             return missing
         try:
-            body = json.loads(await request.read() or b"{}")
+            body = parse_json(await request.read() or b"{}")
         except ValueError:
             return aws_error(400, "InvalidRequestContentException", "Could not parse request body into json")
         value = body.get("ReservedConcurrentExecutions") if isinstance(body, dict) else None

@@ -8,13 +8,13 @@ Lambda's codes and ``{"Type", "message"}`` bodies, so the AWS SDKs' Lambda clien
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from broker.api.bodies import BodyError, parse_json
 from broker.api.errors import aws_error
 from broker.arns import resolve_name
 from broker.async_invoke.invoke_config import InvokeConfigStore
@@ -47,12 +47,14 @@ def _parse(request_kind: str, body: bytes) -> str | web.Response:
     if len(body) > limit:
         return aws_error(413, "RequestTooLargeException",
                          f"Request must be smaller than {limit} bytes for the InvokeFunction operation")
-    text = body.decode("utf-8", "replace") if body.strip() else "{}"
+    if not body.strip():
+        return "{}"
     try:
-        json.loads(text)
-    except ValueError as exc:
-        return aws_error(400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}")
-    return text
+        parse_json(body)
+    except BodyError as exc:
+        return aws_error(400, "InvalidRequestContentException",
+                         f"Could not parse request body into json: Could not parse payload into json: {exc}")
+    return body.decode("utf-8")
 
 
 async def _run_sync(target: Invokable, text: str, request_id: str, log_type: str | None) -> web.Response:

@@ -5,13 +5,13 @@ shapes follow Lambda, so boto3's ``put_function_event_invoke_config`` and friend
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from broker.api.bodies import parse_json
 from broker.api.errors import Handler, aws_error, store_guarded
 from broker.api.invoke import Invokable
 from broker.arns import is_fifo, parse_arn, resolve_name
@@ -85,6 +85,9 @@ def _check_destinations(dest: dict[str, Any], name: str) -> web.Response | None:
         except ValueError:
             invalid = True
             continue
+        if not parsed.resource.rstrip(":/") or not parsed.name:  # arn:aws:sqs:us-east-1:123456789012: and the like
+            invalid = True
+            continue
         if parsed.service == "lambda" and parsed.resource.split(":")[1:2] == [name]:
             return aws_error(400, "InvalidParameterValueException",
                              "You can't specify the function as a destination for itself.")
@@ -125,7 +128,7 @@ class _Api:
     @staticmethod
     async def _settings(request: web.Request, name: str) -> dict[str, Any] | web.Response:
         try:
-            body = json.loads(await request.read() or b"{}")
+            body = parse_json(await request.read() or b"{}")
         except ValueError:
             return aws_error(400, "InvalidRequestContentException", "Could not parse request body into json")
         settings = _check(body, name)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from broker.api.bodies import parse_json
 from broker.api.errors import aws_error
 from broker.sources.mapping import MappingRunner
 from broker.types import SourceKind
@@ -74,7 +74,7 @@ def routes(runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind]
         if runner is None:
             return not_found(request.match_info["uuid"])
         try:
-            body = json.loads(await request.read() or b"{}")
+            body = parse_json(await request.read() or b"{}")
         except ValueError:
             return aws_error(400, "InvalidRequestContentException", "Could not parse request body into json")
         if not isinstance(body, dict):

@@ -129,7 +129,7 @@ def _is_service(arn: str, services: tuple[str, ...]) -> bool:
         parsed = parse_arn(arn)
     except ValueError:
         return False
-    return parsed.service in services and not is_fifo(arn)
+    return parsed.service in services and not is_fifo(arn) and bool(parsed.name)
 
 
 def _check_mapping(functions: set[str], esm: EventSourceMapping, path: str, now: float) -> list[ConfigIssue]:

@@ -198,3 +198,15 @@ def test_redis_urls_are_checked() -> None:
         "broker.redis_url: 'redis+sentinel://:***@h1:26379' needs the master name: "
         "redis+sentinel://host:port/MASTER_NAME[/DB]"]
     assert errors("broker: {redis_url: 'memcached://h:1'}")[0].startswith("broker.redis_url: unsupported scheme")
+
+
+def test_destination_arns_need_a_resource_name() -> None:
+    """A destination ARN that names no queue or topic is refused."""
+    found = errors("""
+functions:
+  f:
+    Target: {Url: "http://t"}
+    EventInvokeConfig: {DestinationConfig: {OnFailure: {Destination: "arn:aws:sqs:us-east-1:000000000000:x/"}}}
+""")
+    assert len(found) == 1
+    assert found[0].startswith("functions.f.EventInvokeConfig.DestinationConfig.OnFailure.Destination")
