@@ -50,6 +50,7 @@ from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
 from broker.redis_state import AutoPipeline, StateMarker
+from broker.runtime.host import RuntimeHost, handler_command, handler_variables
 from broker.sources.checkpoints import CheckpointStore
 from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService
@@ -95,6 +96,7 @@ class App:
         self._group: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
         self._permits: Permits | None = None
+        self.runtimes: dict[str, RuntimeHost] = {}  # execution environments of Runtime and Handler targets
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -125,6 +127,7 @@ class App:
             stack.push_async_callback(http.close)
             self._http = http
             self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
+            stack.push_async_callback(self._close_runtimes)  # after the drain: environments stop last
             for name, fn in self.config.functions.items():
                 await self._add_function(name, fn)
             # The API (and /healthz) answers while the sources are checked: a slow or unreachable
@@ -166,8 +169,10 @@ class App:
         invoker: Invoker
         if target.Url:
             invoker = HttpInvoker(target.Url, http)
-        elif target.Handler:
+        elif target.Handler and target.InProcess:
             invoker = PythonInvoker(load_handler(target.Handler))
+        elif target.Handler or target.Runtime:
+            invoker = await self._start_runtime(name, fn)
         else:
             assert target.Lambda is not None
             assert self._aws is not None
@@ -176,6 +181,40 @@ class App:
         return Function(name=name, arn=function_arn(settings.region, settings.account_id, name),
                         timeout=fn.Timeout, invoker=invoker, metrics=self.metrics,
                         clock=self.clock, permits=self._permits)
+
+    async def _start_runtime(self, name: str, fn: FunctionConfig) -> RuntimeHost:
+        """Execution environments for a Runtime target, or awslambdaric ones for a Handler."""
+        s = self.config.broker
+        spec = fn.Target.Runtime
+        if spec is None:  # a Handler: the AWS Python runtime client runs it, one invocation per process
+            assert fn.Target.Handler is not None
+            cwd = Path.cwd()
+            command: list[str] | None = handler_command(fn.Target.Handler)
+            handler, api_port, variables = fn.Target.Handler.replace(":", "."), None, handler_variables(cwd)
+        else:
+            cwd = (spec.WorkingDirectory or Path.cwd()).resolve()
+            command, handler, api_port = spec.Command, (spec.Command or ["external"])[-1], spec.ApiPort
+            variables = dict(spec.Environment.Variables)
+        reserved = fn.ReservedConcurrentExecutions
+        host = RuntimeHost(
+            function=name, function_arn=function_arn(s.region, s.account_id, name), region=s.region,
+            metrics=self.metrics, host=s.api.host, api_port=api_port, command=command, handler=handler,
+            working_directory=cwd, variables=variables, memory_mb=fn.MemorySize,
+            max_environments=min(s.runtime_max_environments, reserved) if reserved else s.runtime_max_environments,
+            provisioned=fn.ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions
+            if fn.ProvisionedConcurrencyConfig else 0,
+            idle_seconds=s.runtime_idle_seconds, init_timeout=s.runtime_init_timeout_seconds)
+        await host.start()
+        old = self.runtimes.pop(name, None)
+        if old is not None:
+            await old.aclose()
+        self.runtimes[name] = host
+        return host
+
+    async def _close_runtimes(self) -> None:
+        for host in list(self.runtimes.values()):
+            await host.aclose()
+        self.runtimes.clear()
 
     def _pool(self, name: str) -> Pool:
         """The permit pool of ``name`` under the current config (so a reload applies at once)."""
@@ -442,6 +481,8 @@ class App:
             if name in new.functions:
                 await self._add_function(name, new.functions[name])
                 self._start_worker(name)
+            elif name in self.runtimes:
+                await self.runtimes.pop(name).aclose()
         for u, esm in new_maps.items():
             if u in self.runners:
                 self.runners[u].set_enabled(esm.Enabled)

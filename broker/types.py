@@ -23,6 +23,7 @@ class InvokeContext:
     deadline_ms: int  # Unix epoch milliseconds when the invocation times out
     trace_id: str = ""
     client_context: str | None = None
+    cognito_identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class InvokeResult:
     function_error: str | None = None  # "Unhandled" unless the target named another
     duration_seconds: float = 0.0
     target_status: int = 200  # the target's own HTTP status (logs and metrics only)
+    log: str = ""  # the invocation's log tail, where the target keeps one (execution environments)
 
     @property
     def ok(self) -> bool:

@@ -99,26 +99,60 @@ class BrokerSettings(_Strict):
     async_retry_delays_seconds: Annotated[list[float], Field(min_length=1)] = [60.0, 120.0]  # after errors 1, 2
     async_concurrency: Annotated[int, Field(ge=1, le=1000)] = 32  # per function and replica
     async_claim_idle_seconds: Annotated[float, Field(gt=0)] = 60.0  # + Timeout: a dead worker's event is retaken
+    # Execution environments (Runtime and Handler targets), per function and replica
+    runtime_max_environments: Annotated[int, Field(ge=1, le=1000)] = 32  # unless ReservedConcurrentExecutions is lower
+    runtime_idle_seconds: Annotated[float, Field(gt=0)] = 300.0  # an idle managed environment above provisioned retires
+    runtime_init_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0  # Lambda's init phase limit
 
 
 # --------------------------------------------------------------------------- functions
 
 
+class EnvironmentSpec(_Strict):
+    Variables: dict[str, str] = {}
+
+
+class RuntimeSpec(_Strict):
+    """Execution environments that pull invocations through this function's Runtime API."""
+
+    # The function's shared Runtime API port for external environments (0 = pick one, logged);
+    # none: managed environments only (each gets a loopback port of its own).
+    ApiPort: Annotated[int | None, Field(ge=0, le=65535)] = None
+    Command: Annotated[list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1)] = None
+    WorkingDirectory: Path | None = None
+    Environment: EnvironmentSpec = EnvironmentSpec()
+
+    @model_validator(mode="after")
+    def _some_environment(self) -> RuntimeSpec:
+        if self.Command is None and self.ApiPort is None:
+            raise ValueError("give Command (managed environments), ApiPort (external ones), or both")
+        return self
+
+
 class TargetSpec(_Strict):
-    """Exactly one of: an HTTP endpoint, an importable Python callable, a real Lambda function."""
+    """Exactly one of: an HTTP endpoint, an importable Python callable, a real Lambda function,
+    execution environments speaking the Runtime API."""
 
     Url: str | None = None
     Handler: Annotated[str | None, Field(pattern=r"^[\w.]+:[\w.]+$")] = None
+    # A Handler runs in managed environments through awslambdaric (module state per environment, a
+    # timeout stops it); InProcess: true calls it in the broker's own process instead (faster, shared).
+    InProcess: bool = False
     Lambda: Annotated[str | None, Field(pattern=r"^arn:aws[\w-]*:lambda:[\w-]*:\d*:function:[\w-]+(:[\w$-]+)?$")] = None
     EndpointUrl: str | None = None  # with Lambda: any Lambda-compatible endpoint (another broker); default AWS
+    Runtime: RuntimeSpec | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TargetSpec:
-        given = [k for k in ("Url", "Handler", "Lambda") if getattr(self, k)]
+        given = [k for k in ("Url", "Handler", "Lambda", "Runtime") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("give exactly one of Url, Handler, Lambda")
+            raise ValueError("give exactly one of Url, Handler, Lambda, Runtime")
         if self.EndpointUrl and not self.Lambda:
             raise ValueError("EndpointUrl goes with Lambda")
+        if self.InProcess and not self.Handler:
+            raise ValueError("InProcess goes with Handler")
+        if self.Handler and not self.InProcess and "." in self.Handler.partition(":")[2]:
+            raise ValueError("a Handler run in execution environments is module:function (awslambdaric's form)")
         return self
 
 
@@ -141,9 +175,16 @@ class DeadLetterConfigSpec(_Strict):
     TargetArn: str = ""
 
 
+class ProvisionedConcurrencySpec(_Strict):
+    ProvisionedConcurrentExecutions: Annotated[int, Field(ge=1)]
+
+
 class FunctionConfig(_Strict):
     Target: TargetSpec
     Timeout: Annotated[int, Field(ge=1, le=900)] = 3  # seconds, Lambda's default
+    MemorySize: Annotated[int, Field(ge=128, le=10240)] = 128  # MB, told to execution environments
+    # SAM's shape: this many execution environments kept initialised (Runtime and Handler targets)
+    ProvisionedConcurrencyConfig: ProvisionedConcurrencySpec | None = None
     ReservedConcurrentExecutions: Annotated[int | None, Field(ge=0)] = None
     Role: str | None = None  # shown as invokeIdentityArn in stream records
     Description: str = ""

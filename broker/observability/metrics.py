@@ -26,6 +26,11 @@ class Metrics:
         self.system_errors = Counter("broker_system_errors", "Targets that could not be reached (connection errors).", _FN, registry=r)
         self.duration = Histogram("broker_duration_seconds", "Time the target took per invocation.", _FN, buckets=_DURATION_BUCKETS, registry=r)
         self.concurrent_executions = Gauge("broker_concurrent_executions", "Invocations in flight in this replica.", _FN, registry=r)
+        # Execution environments (Runtime and Handler targets)
+        self.init_duration = Histogram("broker_init_duration_seconds", "Init phase of new execution environments (from start to their first next).", _FN, buckets=_DURATION_BUCKETS, registry=r)
+        self.cold_starts = Counter("broker_cold_starts", "Invocations that were an environment's first (they waited for its init).", _FN, registry=r)
+        self.warm_starts = Counter("broker_warm_starts", "Invocations that ran in an already initialised environment.", _FN, registry=r)
+        self.environments = Gauge("broker_environments", "Execution environments of this replica by state (initializing, idle, busy).", (*_FN, "state"), registry=r)
         # Event source mapping metrics
         self.polled_events = Counter("broker_polled_events", "Events read from the source.", _ESM, registry=r)
         self.filtered_out_events = Counter("broker_filtered_out_events", "Events removed by FilterCriteria.", _ESM, registry=r)

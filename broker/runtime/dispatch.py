@@ -1,0 +1,350 @@
+"""One function's execution environments and the invocations waiting for them (Lambda's contract).
+
+    invoke() ──► waiting (FIFO) ──► an environment's GET /next ──► in flight (deadline timer)
+                                                                   │
+              result ◄── POST /response | /error ◄──────────────────┤
+              Sandbox.Timedout ◄── deadline passed (managed: killed and replaced; external: no
+                                   more work until it asks for the next invocation)
+              Runtime.ExitError ◄── the environment's process exited
+
+An environment runs one invocation at a time: it gets one only from its own ``next`` call, and a
+managed one has a Runtime API port of its own, so the broker always knows which process holds
+which invocation. Managed environments are started when invocations wait and no environment is
+free (up to ``max_environments``), ``provisioned`` of them are kept initialised, and idle ones
+above that retire after ``idle_seconds``. The first invocation of a new environment waits for its
+init (a cold start); init errors (``/runtime/init/error`` or an exit before the first ``next``)
+fail the invocation that is next in line with the runtime's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import enum
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from broker.errors import TargetThrottled
+from broker.invoking.base import timeout_error_payload
+from broker.observability.metrics import Metrics
+from broker.runtime.processes import ManagedProcess
+from broker.types import InvokeContext, InvokeResult
+
+log = structlog.get_logger("broker.runtime")
+TAIL_BYTES = 4096
+
+
+class EnvState(enum.StrEnum):
+    INITIALIZING = "initializing"
+    IDLE = "idle"
+    BUSY = "busy"
+
+
+@dataclass(eq=False)
+class Invocation:
+    payload: bytes
+    ctx: InvokeContext
+    timeout: float
+    result: asyncio.Future[InvokeResult]
+    queued_at: float
+    handed_at: float = 0.0
+    init_seconds: float | None = None
+    log: list[str] = field(default_factory=list)
+
+    def finish(self, payload: bytes, error: str | None, now: float) -> bool:
+        if self.result.done():
+            return False
+        self.result.set_result(InvokeResult(payload, error, max(0.0, now - (self.handed_at or now)),
+                                            log=self.tail()))
+        return True
+
+    def tail(self) -> str:
+        return "".join(self.log)[-TAIL_BYTES:]
+
+
+@dataclass(eq=False)
+class Environment:
+    key: str
+    started: float
+    process: ManagedProcess | None = None  # None: external (any process that speaks the Runtime API)
+    state: EnvState = EnvState.INITIALIZING
+    current: Invocation | None = None
+    idle_since: float = 0.0
+    cold: bool = True  # its next invocation is its first
+    init_failed: bool = False
+    init_seconds: float | None = None  # how long its init took (set at its first ``next``)
+    timer: asyncio.TimerHandle | None = None
+
+
+class Dispatcher:
+    def __init__(self, *, function: str, metrics: Metrics, max_environments: int, provisioned: int,
+                 idle_seconds: float, init_timeout: float, start_process: Callable[[str], ManagedProcess] | None,
+                 ) -> None:
+        self.function = function
+        self.environments: dict[str, Environment] = {}
+        self._waiting: collections.deque[Invocation] = collections.deque()
+        self._in_flight: dict[str, Invocation] = {}
+        self._arrived = asyncio.Condition()
+        self._max = max_environments
+        self._provisioned = min(provisioned, max_environments)
+        self._idle_seconds = idle_seconds
+        self._init_timeout = init_timeout
+        self._start_process = start_process  # None: external environments only
+        self._serial = 0
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._m_init = metrics.init_duration.labels(function)
+        self._m_cold = metrics.cold_starts.labels(function)
+        self._m_warm = metrics.warm_starts.labels(function)
+        self._m_envs = {state: metrics.environments.labels(function, state.value) for state in EnvState}
+
+    # ------------------------------------------------------------------ the invoker side
+
+    async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
+        """Run once in an environment; TargetThrottled if none took it within the init timeout
+        plus the function's timeout (no environment free, none could start)."""
+        loop = asyncio.get_running_loop()
+        inv = Invocation(payload, ctx, limit_seconds, loop.create_future(), time.monotonic())
+        self._waiting.append(inv)
+        await self._notify()
+        self._scale()
+        try:
+            return await asyncio.wait_for(asyncio.shield(inv.result), self._init_timeout + limit_seconds)
+        except TimeoutError:
+            if inv in self._waiting:
+                self._waiting.remove(inv)
+                raise TargetThrottled(f"{self.function}: no execution environment took the invocation",
+                                      reason="NoExecutionEnvironment") from None
+            return await inv.result  # handed out: its deadline timer settles it
+        finally:
+            if inv in self._waiting:  # the caller gave up (cancelled)
+                self._waiting.remove(inv)
+
+    # ------------------------------------------------------------------ the Runtime API side
+
+    def environment(self, key: str, process: ManagedProcess | None = None) -> Environment:
+        """The environment calling from ``key`` (a managed one's port, an external one's peer)."""
+        env = self.environments.get(key)
+        if env is None:
+            env = Environment(key, time.monotonic(), process)
+            self.environments[key] = env
+            if process is None:
+                log.info("environment_connected", function=self.function, environment=key)
+            self._gauge()
+        return env
+
+    async def next(self, env: Environment, alive: Callable[[], bool]) -> Invocation | None:
+        """The next invocation for ``env`` (long poll); None if the environment is gone."""
+        if env.current is not None:  # asked again without answering: that invocation failed
+            self._settle(env, _error_body("Runtime.InvalidState", "the runtime asked for the next invocation "
+                                          "before answering this one"), "Unhandled")
+        now = time.monotonic()
+        if env.cold and env.state is EnvState.INITIALIZING:
+            env.init_seconds = now - env.started
+            self._m_init.observe(now - env.started)
+        env.state = EnvState.IDLE
+        env.idle_since = now
+        self._gauge()
+        async with self._arrived:
+            while True:
+                if self._closed or env.key not in self.environments or not alive():
+                    if env.process is None:  # an external environment's long poll ended
+                        self._forget(env)
+                    return None
+                inv = self._take()
+                if inv is not None:
+                    break
+                with contextlib.suppress(TimeoutError):  # a closed connection is noticed within a second
+                    await asyncio.wait_for(self._arrived.wait(), 1.0)
+        self._hand(env, inv)
+        return inv
+
+    def respond(self, request_id: str, body: bytes) -> bool:
+        return self._answer(request_id, body, None)
+
+    def error(self, request_id: str, body: bytes) -> bool:
+        return self._answer(request_id, body, "Unhandled")
+
+    def init_error(self, env: Environment, body: bytes) -> None:
+        """``/runtime/init/error``: the invocation next in line gets the runtime's error."""
+        env.init_failed = True
+        log.warning("environment_init_failed", function=self.function, environment=env.key,
+                    error=_error_type(body))
+        self._fail_next_waiting(body)
+
+    def exited(self, env: Environment, code: int | None) -> None:
+        """A managed environment's process ended (crash, kill, or its own exit)."""
+        self.environments.pop(env.key, None)
+        if env.timer is not None:
+            env.timer.cancel()
+        if env.current is not None:
+            self._settle(env, _error_body("Runtime.ExitError", f"RequestId: {env.current.ctx.request_id} Error: "
+                                          f"Runtime exited with error: exit status {code}"), "Unhandled")
+        elif env.cold and not env.init_failed and not self._closed:
+            self._fail_next_waiting(_error_body("Runtime.ExitError", f"Runtime exited during init: exit status {code}"))
+        log.info("environment_stopped", function=self.function, environment=env.key, exit_code=code)
+        self._gauge()
+        if not self._closed:
+            task = asyncio.get_running_loop().create_task(self._notify())  # its pending next() returns
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._scale()
+
+    # ------------------------------------------------------------------ pool
+
+    def start(self) -> None:
+        """Start the provisioned environments."""
+        for _ in range(self._provisioned):
+            self._launch()
+
+    def retire_idle(self) -> None:
+        """Stop managed environments idle past ``idle_seconds``, keeping ``provisioned`` of them."""
+        now = time.monotonic()
+        managed = [e for e in self.environments.values() if e.process is not None]
+        spare = len(managed) - self._provisioned
+        for env in sorted(managed, key=lambda e: e.idle_since):
+            if spare <= 0:
+                break
+            if env.state is EnvState.IDLE and now - env.idle_since >= self._idle_seconds:
+                assert env.process is not None
+                log.info("environment_retired", function=self.function, environment=env.key,
+                         idle_seconds=round(now - env.idle_since, 1))
+                env.process.kill()
+                spare -= 1
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._notify()
+        for env in list(self.environments.values()):
+            if env.process is not None:
+                await env.process.stop()
+        for inv in list(self._waiting):
+            inv.finish(_error_body("Runtime.Unavailable", "the broker is shutting down"), "Unhandled", time.monotonic())
+
+    def log_line(self, env: Environment, line: str) -> None:
+        """A line of a managed environment's output: logged, and kept for ``LogType: Tail``."""
+        inv = env.current
+        log.info("function_log", function=self.function, environment=env.key,
+                 request_id=inv.ctx.request_id if inv else None, message=line.rstrip("\n"))
+        if inv is not None:
+            inv.log.append(line)
+
+    # ------------------------------------------------------------------ internals
+
+    def _take(self) -> Invocation | None:
+        while self._waiting:
+            inv = self._waiting.popleft()
+            if not inv.result.done():
+                return inv
+        return None
+
+    def _hand(self, env: Environment, inv: Invocation) -> None:
+        now = time.monotonic()
+        inv.handed_at = now
+        deadline_ms = int((time.time() + inv.timeout) * 1000)
+        inv.ctx = dataclasses.replace(inv.ctx, deadline_ms=deadline_ms)
+        if env.cold:
+            env.cold = False
+            inv.init_seconds = env.init_seconds
+            self._m_cold.inc()
+        else:
+            self._m_warm.inc()
+        env.current = inv
+        env.state = EnvState.BUSY
+        self._in_flight[inv.ctx.request_id] = inv
+        env.timer = asyncio.get_running_loop().call_later(inv.timeout, self._timed_out, env, inv)
+        inv.log.append(f"START RequestId: {inv.ctx.request_id} Version: $LATEST\n")
+        self._gauge()
+
+    def _answer(self, request_id: str, body: bytes, error: str | None) -> bool:
+        inv = self._in_flight.get(request_id)
+        env = next((e for e in self.environments.values() if e.current is inv), None) if inv else None
+        if inv is None or env is None:
+            return False
+        self._settle(env, body, error)
+        return True
+
+    def _settle(self, env: Environment, body: bytes, error: str | None) -> None:
+        inv = env.current
+        if inv is None:
+            return
+        now = time.monotonic()
+        if env.timer is not None:
+            env.timer.cancel()
+            env.timer = None
+        env.current = None
+        env.state = EnvState.IDLE
+        env.idle_since = now
+        self._in_flight.pop(inv.ctx.request_id, None)
+        duration_ms = (now - inv.handed_at) * 1000
+        inv.log.append(f"END RequestId: {inv.ctx.request_id}\n")
+        init = f" Init Duration: {inv.init_seconds * 1000:.2f} ms" if inv.init_seconds is not None else ""
+        inv.log.append(f"REPORT RequestId: {inv.ctx.request_id}\tDuration: {duration_ms:.2f} ms\t"
+                       f"Billed Duration: {max(1, int(duration_ms + 0.999))} ms{init}\n")
+        inv.finish(body, error, now)
+        if env.process is None:  # an external environment is known again at its next call
+            self._forget(env)
+        self._gauge()
+
+    def _forget(self, env: Environment) -> None:
+        if self.environments.get(env.key) is env and env.current is None:
+            del self.environments[env.key]
+            self._gauge()
+
+    def _timed_out(self, env: Environment, inv: Invocation) -> None:
+        if env.current is not inv:
+            return
+        log.warning("invocation_timed_out", function=self.function, environment=env.key,
+                    request_id=inv.ctx.request_id, timeout_seconds=inv.timeout)
+        env.timer = None
+        self._settle(env, timeout_error_payload(inv.ctx.request_id, inv.timeout), "Unhandled")
+        if env.process is not None:  # its side effects must stop: the process is replaced
+            env.state = EnvState.BUSY
+            env.process.kill()
+        # an external environment gets work again only when it asks for the next invocation
+
+    def _fail_next_waiting(self, body: bytes) -> None:
+        inv = self._take()
+        if inv is not None:
+            inv.handed_at = time.monotonic()
+            inv.finish(body, "Unhandled", time.monotonic())
+
+    def _scale(self) -> None:
+        """Start managed environments for invocations that no free or starting environment will take."""
+        if self._start_process is None or self._closed:
+            return
+        free = sum(1 for e in self.environments.values() if e.state is not EnvState.BUSY)
+        wanted = sum(1 for inv in self._waiting if not inv.result.done()) - free
+        room = self._max - len(self.environments)
+        for _ in range(max(0, min(wanted, room))):
+            self._launch()
+
+    def _launch(self) -> None:
+        assert self._start_process is not None
+        self._serial += 1
+        process = self._start_process(f"{self.function}-{self._serial}")
+        self.environment(process.key, process)
+
+    async def _notify(self) -> None:
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    def _gauge(self) -> None:
+        for state, gauge in self._m_envs.items():
+            gauge.set(sum(1 for e in self.environments.values() if e.state is state))
+
+
+def _error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+
+
+def _error_type(body: bytes) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(body).get("errorType", ""))
+    return ""
