@@ -190,11 +190,12 @@ class App:
             assert fn.Target.Handler is not None
             cwd = Path.cwd()
             command: list[str] | None = handler_command(fn.Target.Handler)
-            handler, api_port, variables = fn.Target.Handler.replace(":", "."), None, handler_variables(cwd)
+            handler, api_port = fn.Target.Handler.replace(":", "."), None
+            variables = {**handler_variables(cwd), **fn.Environment.Variables}
         else:
             cwd = (spec.WorkingDirectory or Path.cwd()).resolve()
             command, handler, api_port = spec.Command, (spec.Command or ["external"])[-1], spec.ApiPort
-            variables = dict(spec.Environment.Variables)
+            variables = {**fn.Environment.Variables, **spec.Environment.Variables}
         reserved = fn.ReservedConcurrentExecutions
         host = RuntimeHost(
             function=name, function_arn=function_arn(s.region, s.account_id, name), region=s.region,

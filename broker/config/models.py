@@ -183,6 +183,7 @@ class FunctionConfig(_Strict):
     Target: TargetSpec
     Timeout: Annotated[int, Field(ge=1, le=900)] = 3  # seconds, Lambda's default
     MemorySize: Annotated[int, Field(ge=128, le=10240)] = 128  # MB, told to execution environments
+    Environment: EnvironmentSpec = EnvironmentSpec()  # variables of its execution environments
     # SAM's shape: this many execution environments kept initialised (Runtime and Handler targets)
     ProvisionedConcurrencyConfig: ProvisionedConcurrencySpec | None = None
     ReservedConcurrentExecutions: Annotated[int | None, Field(ge=0)] = None

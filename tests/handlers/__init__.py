@@ -1,0 +1,1 @@
+"""Lambda handlers the tests run in execution environments (awslambdaric processes)."""
