@@ -204,7 +204,8 @@ class App:
             max_environments=min(s.runtime_max_environments, reserved) if reserved else s.runtime_max_environments,
             provisioned=fn.ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions
             if fn.ProvisionedConcurrencyConfig else 0,
-            idle_seconds=s.runtime_idle_seconds, init_timeout=s.runtime_init_timeout_seconds)
+            idle_seconds=s.runtime_idle_seconds, init_timeout=s.runtime_init_timeout_seconds,
+            redis=self._redis, replica=self.replica_id)
         await host.start()
         old = self.runtimes.pop(name, None)
         if old is not None:

@@ -99,6 +99,8 @@ class Dispatcher:
         self._serial = 0
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._idle_waiters = 0  # environments blocked in next() with nothing to hand them
+        self._idle = asyncio.Event()
         self._m_init = metrics.init_duration.labels(function)
         self._m_cold = metrics.cold_starts.labels(function)
         self._m_warm = metrics.warm_starts.labels(function)
@@ -160,8 +162,14 @@ class Dispatcher:
                 inv = self._take()
                 if inv is not None:
                     break
-                with contextlib.suppress(TimeoutError):  # a closed connection is noticed within a second
-                    await asyncio.wait_for(self._arrived.wait(), 1.0)
+                self._idle_waiters += 1
+                self._update_idle()
+                try:
+                    with contextlib.suppress(TimeoutError):  # a closed connection is noticed within a second
+                        await asyncio.wait_for(self._arrived.wait(), 1.0)
+                finally:
+                    self._idle_waiters -= 1
+                    self._update_idle()
         self._hand(env, inv)
         return inv
 
@@ -195,6 +203,19 @@ class Dispatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             self._scale()
+
+    async def wait_for_idle(self, seconds: float) -> bool:
+        """True once an environment is waiting for work that nothing here will give it."""
+        self._update_idle()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        return self._idle.is_set()
+
+    def _update_idle(self) -> None:
+        if self._idle_waiters > len(self._waiting):
+            self._idle.set()
+        else:
+            self._idle.clear()
 
     # ------------------------------------------------------------------ pool
 

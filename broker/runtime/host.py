@@ -24,6 +24,7 @@ from aiohttp import web
 from broker.observability.metrics import Metrics
 from broker.runtime.dispatch import Dispatcher, Environment
 from broker.runtime.processes import ManagedProcess, lambda_environment
+from broker.runtime.shared import SharedQueue
 from broker.types import InvokeContext, InvokeResult
 
 log = structlog.get_logger("broker.runtime")
@@ -36,7 +37,7 @@ class RuntimeHost:
     def __init__(self, *, function: str, function_arn: str, region: str, metrics: Metrics, host: str,
                  api_port: int | None, command: Sequence[str] | None, handler: str, working_directory: Path,
                  variables: dict[str, str], memory_mb: int, max_environments: int, provisioned: int,
-                 idle_seconds: float, init_timeout: float) -> None:
+                 idle_seconds: float, init_timeout: float, redis: Any = None, replica: str = "") -> None:
         self.function = function
         self._arn = function_arn
         self._region = region
@@ -50,6 +51,9 @@ class RuntimeHost:
         self.dispatcher = Dispatcher(function=function, metrics=metrics, max_environments=max_environments,
                                      provisioned=provisioned, idle_seconds=idle_seconds, init_timeout=init_timeout,
                                      start_process=self._start_process if self._command else None)
+        # With a shared port, environments may connect to any replica: invocations go through Redis.
+        self._shared = SharedQueue(redis, function=function, replica=replica, dispatcher=self.dispatcher,
+                                   init_timeout=init_timeout) if api_port is not None and redis is not None else None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int | None = None  # the shared port, once listening
@@ -75,8 +79,12 @@ class RuntimeHost:
                      note="external environments: AWS_LAMBDA_RUNTIME_API=<this host>:<port>")
         self.dispatcher.start()
         self._spawn(self._retire_loop())
+        if self._shared is not None:
+            self._spawn(self._shared.run())
 
     async def aclose(self) -> None:
+        if self._shared is not None:
+            self._shared.stop()
         await self.dispatcher.aclose()
         for task in list(self._tasks):
             task.cancel()
@@ -84,7 +92,10 @@ class RuntimeHost:
             await self._runner.cleanup()
 
     async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
-        """The ``Invoker`` protocol: run once in one of this function's environments."""
+        """The ``Invoker`` protocol: run once in one of this function's environments (of any replica,
+        for a function with a shared port)."""
+        if self._shared is not None:
+            return await self._shared.invoke(payload, ctx, limit_seconds)
         return await self.dispatcher.invoke(payload, ctx, limit_seconds)
 
     # ------------------------------------------------------------------ managed environments

@@ -179,3 +179,38 @@ async def test_external_environments_serve_sync_event_and_kinesis(aws: Aws, brok
             status, _, body = await _invoke(app, {"id": f"after-{n}"})
             assert status == 200
             assert body["pid"] == first.pid
+
+
+async def test_two_replicas_with_environments_on_one(aws: Aws, redis_server: Any, moto_server: Any, external_env: Any,
+                                                     tmp_path: Path) -> None:
+    """Environments connected to replica A only serve invocations made on replica B (through Redis);
+    when A stops while one of B's Event invokes is in an A-connected environment, the event is
+    retried and runs once an environment connects to B."""
+    functions = {"f": {"Target": {"Runtime": {"ApiPort": 0}}, "Timeout": 3,
+                       "Environment": {"Variables": {"MARK_DIR": str(tmp_path)}}}}
+    settings = {"runtime_init_timeout_seconds": 1, "async_retry_delays_seconds": [0.2]}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a_runner = BrokerRunner(redis_server, moto_server, tmp_path / "a")
+    b_runner = BrokerRunner(redis_server, moto_server, tmp_path / "b")
+    async with b_runner.run(functions, [], replica_id="b", **settings) as b:
+        async with a_runner.run(functions, [], replica_id="a", **settings) as a:
+            env_on_a = external_env(a.runtimes["f"].port)
+            for n in range(3):
+                status, _, body = await _invoke(b, {"id": f"via-redis-{n}"})
+                assert status == 200, body
+                assert body["pid"] == env_on_a.pid
+            async with aiohttp.ClientSession() as http, http.post(
+                    f"http://127.0.0.1:{b.api_port}/2015-03-31/functions/f/invocations",
+                    json={"id": "orphan", "sleep": 2}, headers={"X-Amz-Invocation-Type": "Event"}) as resp:
+                assert resp.status == 202
+            await wait_until((tmp_path / "started-orphan").exists, timeout=20)
+        # A is gone, and with it the only environment's connection: B's event must not be lost
+        env_on_b = external_env(b.runtimes["f"].port)
+        await wait_until(lambda: _ran_on(tmp_path, env_on_b.pid), timeout=40)
+        assert metric(b, "broker_system_errors_total", function="f") >= 1  # the lost run counted as a system error
+
+
+def _ran_on(marks: Path, pid: int) -> bool:
+    started = marks / "started-orphan"
+    return started.exists() and started.read_text() == str(pid)

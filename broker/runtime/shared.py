@@ -1,0 +1,137 @@
+"""Invocations shared by every replica's environments, through Redis (functions with an ``ApiPort``).
+
+External environments reach the broker through a Kubernetes Service, so they connect to whichever
+pod it picks: an invocation made on one replica must be able to run in an environment connected
+to another. For such functions every replica puts its invocations on one Redis list, a bridge on
+each replica takes one whenever one of its environments is waiting for work, and the result goes
+back to the list of the replica that asked:
+
+    {broker:fn:<name>}:rt:queue              list of invocation documents (JSON), oldest first
+    {broker:fn:<name>}:rt:results:<replica>  list of result documents for that replica
+
+If no environment takes an invocation in time it is taken back (LREM) and counts as a throttle;
+if one took it but no result came (its replica died with the connection), the invocation fails as
+unreachable, so the source's rules retry it (streams and SQS without spending attempts, async
+events with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from broker.errors import StateStoreError, TargetThrottled, TargetUnreachable
+from broker.runtime.dispatch import Dispatcher
+from broker.types import InvokeContext, InvokeResult
+
+log = structlog.get_logger("broker.runtime")
+_RESULT_TTL_MS = 300_000
+_BLOCK_SECONDS = 1
+
+
+class SharedQueue:
+    def __init__(self, redis: Any, *, function: str, replica: str, dispatcher: Dispatcher, init_timeout: float) -> None:
+        tag = f"{{broker:fn:{function}}}"
+        self._redis = redis
+        self._queue = f"{tag}:rt:queue"
+        self._results_prefix = f"{tag}:rt:results:"
+        self._replica = replica
+        self._dispatcher = dispatcher
+        self._init_timeout = init_timeout
+        self._waiting: dict[str, asyncio.Future[InvokeResult]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = asyncio.Event()
+
+    async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
+        document = json.dumps({"request_id": ctx.request_id, "payload": base64.b64encode(payload).decode(),
+                               "function_arn": ctx.function_arn, "function_name": ctx.function_name,
+                               "timeout": limit_seconds, "trace_id": ctx.trace_id, "client_context": ctx.client_context,
+                               "reply_to": self._replica})
+        future: asyncio.Future[InvokeResult] = asyncio.get_running_loop().create_future()
+        self._waiting[ctx.request_id] = future
+        try:
+            try:
+                await self._redis.rpush(self._queue, document)
+            except (RedisError, OSError) as exc:
+                raise StateStoreError(f"redis: {exc}") from exc
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), self._init_timeout + limit_seconds + 2)
+            except TimeoutError:
+                with contextlib.suppress(RedisError, OSError):
+                    if await self._redis.lrem(self._queue, 1, document):
+                        raise TargetThrottled(f"{ctx.function_name}: no execution environment took the invocation",
+                                              reason="NoExecutionEnvironment") from None
+                raise TargetUnreachable(f"{ctx.function_name}: the environment that took invocation {ctx.request_id} "
+                                        "never answered (its broker replica may have stopped)") from None
+        finally:
+            self._waiting.pop(ctx.request_id, None)
+
+    async def run(self) -> None:
+        """The bridge (work for this replica's idle environments) and the reader of results."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._bridge())
+            group.create_task(self._read_results())
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def _bridge(self) -> None:
+        while not self._stopped.is_set():
+            if not await self._dispatcher.wait_for_idle(1.0):
+                continue
+            try:
+                reply = await self._redis.blpop([self._queue], timeout=_BLOCK_SECONDS)
+            except (RedisError, OSError) as exc:
+                log.warning("runtime_queue_unavailable", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if reply is None:
+                continue
+            task = asyncio.ensure_future(self._run_here(reply[1]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0)  # let it queue locally before idleness is judged again
+
+    async def _run_here(self, raw: bytes) -> None:
+        doc = json.loads(raw)
+        ctx = InvokeContext(doc["request_id"], doc["function_name"], doc["function_arn"],
+                            int((time.time() + doc["timeout"]) * 1000), doc.get("trace_id") or "",
+                            doc.get("client_context"))
+        try:
+            result = await self._dispatcher.invoke(base64.b64decode(doc["payload"]), ctx, doc["timeout"])
+        except TargetThrottled:  # no environment of this replica took it after all: back to the head
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.lpush(self._queue, raw)
+            return
+        answer = json.dumps({"request_id": ctx.request_id, "payload": base64.b64encode(result.payload).decode(),
+                             "error": result.function_error, "duration": result.duration_seconds, "log": result.log})
+        key = self._results_prefix + doc["reply_to"]
+        try:
+            await self._redis.rpush(key, answer)
+            await self._redis.pexpire(key, _RESULT_TTL_MS)
+        except (RedisError, OSError) as exc:
+            log.warning("runtime_result_lost", request_id=ctx.request_id, error=str(exc))
+
+    async def _read_results(self) -> None:
+        key = self._results_prefix + self._replica
+        while not self._stopped.is_set():
+            try:
+                reply = await self._redis.blpop([key], timeout=_BLOCK_SECONDS)
+            except (RedisError, OSError) as exc:
+                log.warning("runtime_results_unavailable", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if reply is None:
+                continue
+            doc = json.loads(reply[1])
+            future = self._waiting.get(doc["request_id"])
+            if future is not None and not future.done():
+                future.set_result(InvokeResult(base64.b64decode(doc["payload"]), doc.get("error"),
+                                               float(doc.get("duration") or 0), log=doc.get("log") or ""))
