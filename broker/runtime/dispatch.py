@@ -137,7 +137,7 @@ class Dispatcher:
             env = Environment(key, time.monotonic(), process)
             self.environments[key] = env
             if process is None:
-                log.info("environment_connected", function=self.function, environment=key)
+                log.debug("environment_connected", function=self.function, environment=key)
             self._gauge()
         return env
 
@@ -240,9 +240,14 @@ class Dispatcher:
                 spare -= 1
 
     async def aclose(self) -> None:
+        """Stop: managed environments end; invocations still in an environment get no answer from
+        here (the caller's wait runs out: unreachable, retried by its source's rules)."""
         self._closed = True
         await self._notify()
         for env in list(self.environments.values()):
+            if env.timer is not None:
+                env.timer.cancel()
+            env.current = None
             if env.process is not None:
                 await env.process.stop()
         for inv in list(self._waiting):

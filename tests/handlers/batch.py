@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -16,6 +17,7 @@ def record_handler(record: Any) -> None:
     body = record.body
     if body.startswith("bad"):
         raise ValueError(f"cannot process {body}")
+    time.sleep(0.02)  # a batch takes long enough for the pollers' batches to overlap
     with open(os.environ["RECORD_FILE"], "a", encoding="utf-8") as out:
         out.write(json.dumps({"body": body, "pid": os.getpid()}) + "\n")
 
