@@ -226,8 +226,12 @@ class App:
             return Pool(f"{{broker:fn:{name}}}:permits", reserved, RESERVED_REASON)
         return Pool(ACCOUNT_POOL, self.reservations.unreserved(), ACCOUNT_REASON)
 
-    async def _refresh_permit_gauges(self) -> None:
-        """Permits in use and limits per function, read from Redis at scrape time (all replicas)."""
+    async def _refresh_gauges(self) -> None:
+        """Permits in use and limits per function, and invocations waiting for an execution
+        environment, read from Redis at scrape time (all replicas)."""
+        for name, host in list(self.runtimes.items()):
+            with contextlib.suppress(BrokerError):
+                self.metrics.runtime_pending.labels(name).set(await host.pending())
         if self._permits is None:
             return
         for name in list(self.functions):
@@ -354,7 +358,7 @@ class App:
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
         app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=self._api_middlewares())
-        app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_permit_gauges))
+        app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_gauges))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
                                        account=s.account_id))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))

@@ -204,6 +204,10 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
             self._scale()
 
+    @property
+    def pending(self) -> int:
+        return sum(1 for inv in self._waiting if not inv.result.done())
+
     async def wait_for_idle(self, seconds: float) -> bool:
         """True once an environment is waiting for work that nothing here will give it."""
         self._update_idle()

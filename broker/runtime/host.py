@@ -91,6 +91,13 @@ class RuntimeHost:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def pending(self) -> int:
+        """Invocations waiting for an environment: every replica's (the shared Redis queue) for a
+        function with a shared port, else this replica's."""
+        if self._shared is not None:
+            return await self._shared.depth()
+        return self.dispatcher.pending
+
     async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
         """The ``Invoker`` protocol: run once in one of this function's environments (of any replica,
         for a function with a shared port)."""

@@ -82,6 +82,12 @@ class SharedQueue:
     def stop(self) -> None:
         self._stopped.set()
 
+    async def depth(self) -> int:
+        try:
+            return int(await self._redis.llen(self._queue))
+        except (RedisError, OSError) as exc:
+            raise StateStoreError(f"redis: {exc}") from exc
+
     async def _bridge(self) -> None:
         while not self._stopped.is_set():
             if not await self._dispatcher.wait_for_idle(1.0):

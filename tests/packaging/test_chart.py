@@ -199,3 +199,32 @@ def test_selectors_and_policies_pick_the_right_pods(values: Path | None) -> None
     assert "--requirepass" in redis_args
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BROKER_REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+
+
+def test_function_workloads_connect_to_the_runtime_api() -> None:
+    """A function workload is a Deployment pointed at the broker's Service on the function's ApiPort,
+    which the Service exposes and the broker's NetworkPolicy admits from that workload only; KEDA
+    scales it on the invocations waiting for an environment."""
+    docs = render(CHART / "ci" / "function-workload-values.yaml")
+    workload = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-fn-resize"))
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = next(d for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-redis"))
+    assert env["AWS_LAMBDA_RUNTIME_API"] == f"{service['metadata']['name']}:9101"
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == "resize"
+    assert env["BUCKET"] == "thumbnails"
+    assert 9101 in [p["port"] for p in service["spec"]["ports"]]
+    pod = workload["spec"]["template"]["metadata"]["labels"]
+    assert not _selects({"matchLabels": service["spec"]["selector"]}, pod), "the broker's Service never picks it"
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and "redis" not in d["metadata"]["name"])
+    rule = next(r for r in policy["spec"]["ingress"] if {"port": 9101, "protocol": "TCP"} in r["ports"])
+    assert all(_selects(peer["podSelector"], pod) for peer in rule["from"])
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject" and d["metadata"]["name"].endswith("-fn-resize"))
+    assert "broker_runtime_pending_invocations" in scaled["spec"]["triggers"][0]["metadata"]["query"]
+
+
+def test_a_workload_without_a_runtime_port_fails_at_template_time() -> None:
+    result = helm("template", "rel", str(CHART), "--set", "functionWorkloads[0].function=nope",
+                  "--set", "functionWorkloads[0].image=x")
+    assert result.returncode != 0
+    assert 'function "nope" needs Target: {Runtime: {ApiPort: <port>}}' in result.stderr
