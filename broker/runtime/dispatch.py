@@ -246,14 +246,14 @@ class Dispatcher:
     async def aclose(self) -> None:
         """Stop: managed environments end; invocations still in an environment get no answer from
         here (the caller's wait runs out: unreachable, retried by its source's rules)."""
+        managed = [env.process for env in self.environments.values() if env.process is not None]
+        await asyncio.gather(*(process.stop() for process in managed))  # before their next() calls fail
         self._closed = True
         await self._notify()
         for env in list(self.environments.values()):
             if env.timer is not None:
                 env.timer.cancel()
             env.current = None
-            if env.process is not None:
-                await env.process.stop()
         for inv in list(self._waiting):
             inv.finish(_error_body("Runtime.Unavailable", "the broker is shutting down"), "Unhandled", time.monotonic())
 
