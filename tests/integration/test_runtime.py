@@ -214,3 +214,28 @@ async def test_two_replicas_with_environments_on_one(aws: Aws, redis_server: Any
 def _ran_on(marks: Path, pid: int) -> bool:
     started = marks / "started-orphan"
     return started.exists() and started.read_text() == str(pid)
+
+
+async def test_dynamodb_stream_and_kinesis_in_managed_environments(aws: Aws, broker: BrokerRunner,
+                                                                    tmp_path: Path) -> None:
+    """Stream batches run in managed environments like any other invocation."""
+    from tests.integration.test_dynamodb_streams import create_table  # noqa: PLC0415
+
+    arn = await create_table(aws, "orders")
+    await aws.call("kinesis", "create_stream", StreamName="clicks", ShardCount=1)
+    records = tmp_path / "records.jsonl"
+    records.touch()
+    functions = {"f": {"Target": {"Handler": "tests.handlers.recorder:handler"}, "Timeout": 5,
+                       "Environment": {"Variables": {"RECORD_FILE": str(records)}}}}
+    mappings = [{"FunctionName": "f", "EventSourceArn": arn, "StartingPosition": "TRIM_HORIZON"},
+                {"FunctionName": "f", "EventSourceArn": stream_arn("clicks"), "StartingPosition": "TRIM_HORIZON"}]
+    async with broker.run(functions, mappings, dynamodb_poll_interval_seconds=0.1, kinesis_poll_interval_seconds=0.2,
+                          kinesis_min_read_interval_seconds=0):
+        await aws.call("dynamodb", "put_item", TableName="orders", Item={"id": {"S": "o1"}})
+        await aws.call("kinesis", "put_record", StreamName="clicks", PartitionKey="k", Data=b'{"n": 1}')
+
+        def sources() -> set[str]:
+            return {r["eventSource"] for line in records.read_text().splitlines()
+                    for r in json.loads(line)["event"].get("Records", [])}
+
+        await wait_until(lambda: sources() == {"aws:dynamodb", "aws:kinesis"}, timeout=30)
