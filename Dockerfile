@@ -5,13 +5,14 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY broker ./broker
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/broker-*.whl
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
-ARG VERSION=0.1.0
+# The image holds whatever version the checkout builds; VERSION only labels it (--build-arg VERSION=...).
+ARG VERSION=""
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="broker" \
       org.opencontainers.image.description="Lambda's event source mappings and asynchronous invocation for Kubernetes" \
@@ -22,7 +23,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BROKER_DATA_DIR=/data
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels "broker==${VERSION}" \
+    pip install --no-cache-dir --no-index /wheels/*.whl \
  && groupadd --system --gid 10001 broker \
  && useradd --system --uid 10001 --gid broker --home-dir /nonexistent --shell /usr/sbin/nologin broker \
  && mkdir -p /data /config \

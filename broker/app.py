@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import shutil
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -42,7 +43,7 @@ from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
 from broker.destinations.sender import DestinationSender
-from broker.embedded import EmbeddedAws, RedisServer
+from broker.embedded import DataDirLock, EmbeddedAws, RedisServer, port_is_free
 from broker.errors import AwsError, BrokerError, StartupError
 from broker.invoking.aws_lambda import LambdaInvoker
 from broker.invoking.base import Function, Invoker
@@ -148,20 +149,37 @@ class App:
         settings = self.config.broker
         if settings.redis_url != "embedded":
             return settings.redis_url
-        server = RedisServer(settings.data_dir / "redis")
-        await asyncio.to_thread(server.start)
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
+        stack.callback(lock.release)
+        data = settings.data_dir / "redis"
+        if settings.aws_endpoint_url == "embedded" and data.exists():
+            # The embedded emulator starts empty every run: Redis state (checkpoints, queues) from a
+            # previous run would point into streams and queues that no longer exist.
+            shutil.rmtree(data)
+            log.info("embedded_redis_reset", dir=str(data), reason="the embedded AWS emulator starts empty")
+        server = RedisServer(data)
+        server.start()  # on this thread: the server's parent-death signal follows the thread that started it
         stack.callback(server.stop)
         log.info("embedded_redis_started", url=server.url, dir=str(server.data_dir))
         return server.url
 
     async def _start_aws(self, stack: contextlib.AsyncExitStack) -> str | None:
-        endpoint = self.config.broker.aws_endpoint_url
+        settings = self.config.broker
+        endpoint = settings.aws_endpoint_url
         if endpoint != "embedded":
             return endpoint
-        server = EmbeddedAws(account_id=self.config.broker.account_id)
+        wanted = settings.embedded_aws_port
+        port = wanted if wanted and port_is_free(wanted) else None
+        if wanted and port is None:
+            log.warning("embedded_aws_port_taken", port=wanted, setting="broker.embedded_aws_port",
+                        note="another process listens there; a free port is used instead")
+        server = EmbeddedAws(account_id=settings.account_id, port=port)
         await asyncio.to_thread(server.start)
         stack.callback(server.stop)
-        log.info("embedded_aws_started", endpoint=server.url)
+        log.info("embedded_aws_started", endpoint=server.url,
+                 paste=f"export AWS_ENDPOINT_URL={server.url} AWS_DEFAULT_REGION={settings.region} "
+                       "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
         return server.url
 
     async def _build_function(self, name: str, fn: FunctionConfig, http: aiohttp.ClientSession) -> Function:
@@ -297,7 +315,7 @@ class App:
             poll = s.kinesis_poll_interval_seconds
         else:
             service = DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
-                                             arn=esm.EventSourceArn, region=s.region)
+                                             arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region)
             poll = s.dynamodb_poll_interval_seconds
         try:
             await self._when_reachable(f"stream {esm.EventSourceArn}", service.shards)
@@ -317,6 +335,16 @@ class App:
                 window_close_seconds=s.tumbling_window_close_seconds),
             discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
             budget=self._prefetch)
+
+    async def _local_stream_arn(self, arn: str) -> str:
+        """The embedded demo's ``.../stream/latest``: the table's current stream (its real ARN carries
+        a creation time that changes with every fresh emulator). Any other ARN is used as given."""
+        if not (self.config.local and arn.endswith("/stream/latest")):
+            return arn
+        assert self._aws is not None
+        table = arn.split(":table/", 1)[1].split("/", 1)[0]
+        described = await call((await self._aws.client("dynamodb")).describe_table, TableName=table)
+        return str(described["Table"]["LatestStreamArn"])
 
     async def _when_reachable(self, what: str, probe: Callable[[], Awaitable[T]]) -> T:
         """``probe()``, retried with backoff while it fails with a retryable error (AWS unreachable
@@ -399,9 +427,8 @@ class App:
             local = self.config.local
             if local and local.producer:
                 assert self._aws is not None
-                background.append(group.create_task(demo.produce(
-                    self._aws, local.producer.QueueName, local.producer.interval_seconds,
-                    self.clock), name="demo-producer"))
+                background.append(group.create_task(demo.produce(self._aws, local.producer, self.clock),
+                                                    name="demo-producer"))
             self.started.set()
             log.info("broker_started", mappings=len(self.runners), functions=len(self.functions),
                      replica=self.replica_id)

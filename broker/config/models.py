@@ -67,6 +67,7 @@ class BrokerSettings(_Strict):
     aws_endpoint_url: str | None = None  # None: real AWS; "embedded": in-process emulator
     redis_url: str = "redis://localhost:6379/0"  # or "embedded": a private redis-server
     data_dir: Path = Path(".broker")
+    embedded_aws_port: Annotated[int, Field(ge=0, le=65535)] = 4566  # embedded emulator (taken: any free port)
     api: ApiSettings = ApiSettings()
     account_concurrency: Annotated[int, Field(ge=1)] = 1000
     drain_timeout_seconds: Annotated[float, Field(ge=0)] = 25.0
@@ -268,7 +269,11 @@ class LocalTable(_Strict):
 
 
 class LocalProducer(_Strict):
-    QueueName: str
+    """Every ``interval_seconds``: an order to the queue, a click to the stream, a cart to the table."""
+
+    QueueName: str | None = None
+    StreamName: str | None = None
+    TableName: str | None = None
     interval_seconds: Annotated[float, Field(gt=0)] = 2.0
 
 
