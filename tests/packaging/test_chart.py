@@ -33,8 +33,12 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool("helm"), *args], capture_output=True, text=True, timeout=120, check=False)
 
 
+# "defaults": the README's install line, which names only the account id (required for real AWS)
+MINIMAL = ("--set", "aws.accountId=123456789012")
+
+
 def render(values: Path | None, *extra: str) -> list[dict]:  # type: ignore[type-arg]
-    args = ["template", "rel", str(CHART), *(["-f", str(values)] if values else []), *extra]
+    args = ["template", "rel", str(CHART), *(["-f", str(values)] if values else MINIMAL), *extra]
     result = helm(*args)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -43,7 +47,7 @@ def render(values: Path | None, *extra: str) -> list[dict]:  # type: ignore[type
 @pytest.mark.parametrize("values", VALUES, ids=lambda v: v.name if v else "defaults")
 def test_helm_lint(values: Path | None) -> None:
     """helm lint passes with the defaults and with every ci/ values file."""
-    result = helm("lint", str(CHART), *(["-f", str(values)] if values else []))
+    result = helm("lint", str(CHART), *(["-f", str(values)] if values else MINIMAL))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -228,3 +232,25 @@ def test_a_workload_without_a_runtime_port_fails_at_template_time() -> None:
                   "--set", "functionWorkloads[0].image=x")
     assert result.returncode != 0
     assert 'function "nope" needs Target: {Runtime: {ApiPort: <port>}}' in result.stderr
+
+
+def test_defaults_that_cannot_work_fail_at_template_time_saying_what_to_set() -> None:
+    """No account id for real AWS, or no Redis at all: helm refuses with the value to set."""
+    result = helm("template", "rel", str(CHART))
+    assert result.returncode != 0
+    assert "aws.accountId must be your 12-digit AWS account id" in result.stderr
+    result = helm("template", "rel", str(CHART), *MINIMAL, "--set", "redis.bundled.enabled=false")
+    assert result.returncode != 0
+    assert "no Redis: keep redis.bundled.enabled=true (the default), or set redis.url" in result.stderr
+    emulator = render(None, "--set", "aws.accountId=", "--set", "aws.endpointUrl=http://localstack:4566")
+    config = yaml.safe_load(next(d for d in emulator if d["kind"] == "ConfigMap")["data"]["broker.yaml"])
+    assert config["broker"]["account_id"] == "000000000000"
+
+
+def test_defaults_bring_their_own_redis() -> None:
+    """On its defaults the chart runs its bundled Redis and points the broker at it."""
+    docs = render(None)
+    assert any(d["kind"] == "StatefulSet" for d in docs)
+    env = {e["name"]: e for e in next(d for d in docs if d["kind"] == "Deployment")
+           ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BROKER_REDIS_URL"]["value"].endswith("-redis:6379/0")

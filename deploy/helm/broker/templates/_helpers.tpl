@@ -82,7 +82,15 @@ app.kubernetes.io/component: broker
 {{- end }}
 {{- $_ := set $api "auth" "sigv4" }}{{ $_ := set $api "credentials" $credentials }}
 {{- end }}
-{{- $settings := dict "region" .Values.aws.region "account_id" (toString .Values.aws.accountId) "data_dir" "/data" "api" $api "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
+{{- $account := toString .Values.aws.accountId }}
+{{- if and (not $account) .Values.aws.endpointUrl }}{{ $account = "000000000000" }}{{ end }}
+{{- if not (regexMatch "^[0-9]{12}$" $account) }}
+{{- fail "aws.accountId must be your 12-digit AWS account id (it is in every ARN the broker builds): --set aws.accountId=123456789012" }}
+{{- end }}
+{{- if and (not .Values.redis.bundled.enabled) (not .Values.redis.existingSecret) (not .Values.redis.url) }}
+{{- fail "no Redis: keep redis.bundled.enabled=true (the default), or set redis.url or redis.existingSecret" }}
+{{- end }}
+{{- $settings := dict "region" .Values.aws.region "account_id" $account "data_dir" "/data" "api" $api "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
 {{- if .Values.aws.endpointUrl }}{{ $_ := set $settings "aws_endpoint_url" .Values.aws.endpointUrl }}{{ end }}
 {{- $broker := merge (deepCopy .Values.broker) $settings }}
 {{- $config := dict "broker" $broker "functions" .Values.functions "event_source_mappings" .Values.eventSourceMappings }}
