@@ -397,7 +397,13 @@ class App:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, s.api.host, s.api.port, backlog=1024)  # bursts of new connections wait, not reset
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(f"broker.api.port: cannot listen on {s.api.host}:{s.api.port} ({exc.strerror or exc}); "
+                               "is another broker running? Set broker.api.port (or BROKER_API_PORT) to a free port"
+                               ) from exc
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.api_port = sockets[0].getsockname()[1] if sockets else s.api.port

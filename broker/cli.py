@@ -41,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.command == "validate":
         from broker.app import describe_config  # noqa: PLC0415
+        from broker.config import preflight  # noqa: PLC0415
+
+        found = preflight.check(config)
+        if found:
+            print(f"{args.config}: {len(found)} error(s)", file=sys.stderr)
+            for issue in found:
+                print(f"  {redaction.scrub(str(issue))}", file=sys.stderr)
+            return 1
 
         summary = describe_config(config)
         by_source = ", ".join(f"{k}: {v}" for k, v in sorted(summary["by_source"].items()))

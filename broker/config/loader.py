@@ -34,7 +34,8 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([ConfigIssue("", f"{source} is not valid YAML{where}: {exc}")]) from exc
+        what = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+        raise ConfigError([ConfigIssue("", f"{source} is not valid YAML{where}: {what or exc}")]) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -45,7 +46,7 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
     raw = _expand(raw, env, "", expansion_issues)
     if expansion_issues:
         raise ConfigError(expansion_issues)
-    _apply_env(raw, env)
+    from_env = _apply_env(raw, env)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -53,7 +54,7 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
         partial, positions = _valid_parts(raw)
         functions = raw.get("functions")
         known = set(functions) if isinstance(functions, dict) else set()
-        issues = [_issue(e) for e in exc.errors()]
+        issues = [_named_variable(_issue(e), from_env) for e in exc.errors()]
         issues += rules.check(partial, positions=positions, known_functions=known)
         raise ConfigError(issues) from exc
     issues = rules.check(config) + _read_secret_files(config)
@@ -153,20 +154,35 @@ def _issue(error: Any) -> ConfigIssue:
     return ConfigIssue(path, message)
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """``BROKER_REDIS_URL=...`` overrides ``broker.redis_url``; ``BROKER_API_PORT`` ``broker.api.port``."""
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """``BROKER_REDIS_URL=...`` overrides ``broker.redis_url``; ``BROKER_API_PORT`` ``broker.api.port``.
+    Returns the config paths set this way, with the variable that set each."""
     section = raw.setdefault("broker", {})
+    applied: dict[str, str] = {}
     if not isinstance(section, dict):
-        return
+        return applied
     for field in BrokerSettings.model_fields:
         if field == "api":
             for sub in ("host", "port"):
-                value = env.get(f"{ENV_PREFIX}API_{sub.upper()}")
+                name = f"{ENV_PREFIX}API_{sub.upper()}"
+                value = env.get(name)
                 if value is not None:
                     api = section.setdefault("api", {})
                     if isinstance(api, dict):
                         api[sub] = yaml.safe_load(value)
+                        applied[f"broker.api.{sub}"] = name
             continue
-        value = env.get(f"{ENV_PREFIX}{field.upper()}")
+        name = f"{ENV_PREFIX}{field.upper()}"
+        value = env.get(name)
         if value is not None:
             section[field] = yaml.safe_load(value) if value else value
+            applied[f"broker.{field}"] = name
+    return applied
+
+
+def _named_variable(issue: ConfigIssue, from_env: Mapping[str, str]) -> ConfigIssue:
+    """An error in a value that came from a ``BROKER_*`` variable names the variable."""
+    variable = from_env.get(issue.path)
+    if variable is None:
+        return issue
+    return ConfigIssue(issue.path, f"{issue.message} (set by the environment variable {variable})")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from broker import redis_client
 from broker.arns import is_fifo, parse_arn, source_kind
 from broker.batching.filtering import FilterPatternError, compile_pattern
 from broker.config.models import Config, EventSourceMapping
 from broker.errors import ConfigError, ConfigIssue
+from broker.redaction import redact_url
 from broker.types import SourceKind
 
 _STREAM_ONLY = (
@@ -63,7 +65,14 @@ def check(config: Config, *, now: float | None = None, positions: list[int] | No
 
 
 def _check_settings(config: Config) -> list[ConfigIssue]:
-    issues = _check_api(config)
+    issues = _check_api(config) + _check_urls(config)
+    s = config.broker
+    has_sqs = any(source_kind_or_none(m.EventSourceArn) is SourceKind.SQS for m in config.event_source_mappings)
+    if has_sqs and s.drain_timeout_seconds < s.sqs_wait_time_seconds:
+        issues.append(ConfigIssue("broker.drain_timeout_seconds", (
+            f"{s.drain_timeout_seconds:g} s is shorter than sqs_wait_time_seconds ({s.sqs_wait_time_seconds} s): a "
+            "drain must outlast one long poll, or messages received during it stay invisible until their "
+            "visibility timeout; raise drain_timeout_seconds or lower sqs_wait_time_seconds")))
     url = config.broker.redis_url
     if url != "embedded":
         try:
@@ -71,6 +80,29 @@ def _check_settings(config: Config) -> list[ConfigIssue]:
         except ConfigError as exc:
             issues += exc.issues
     return issues
+
+
+def _check_urls(config: Config) -> list[ConfigIssue]:
+    """Targets and endpoints are http(s) URLs."""
+    urls = [("broker.aws_endpoint_url", config.broker.aws_endpoint_url)]
+    for name, fn in config.functions.items():
+        urls += [(f"functions.{name}.Target.Url", fn.Target.Url),
+                 (f"functions.{name}.Target.EndpointUrl", fn.Target.EndpointUrl)]
+    issues = []
+    for path, url in urls:
+        if not url or url == "embedded":
+            continue
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            issues.append(ConfigIssue(path, f"{redact_url(url)!r} is not an http:// or https:// URL with a host"))
+    return issues
+
+
+def source_kind_or_none(arn: str) -> SourceKind | None:
+    try:
+        return source_kind(arn)
+    except ValueError:
+        return None
 
 
 def _check_api(config: Config) -> list[ConfigIssue]:

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from broker.errors import StartupError
 from broker.observability.metrics import Metrics
 from broker.runtime.dispatch import Dispatcher, Environment
 from broker.runtime.processes import ManagedProcess, lambda_environment
@@ -72,7 +73,13 @@ class RuntimeHost:
         await self._runner.setup()
         if self._api_port is not None:
             site = web.TCPSite(self._runner, self._host, self._api_port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                await self._runner.cleanup()
+                raise StartupError(f"functions.{self.function}.Target.Runtime.ApiPort: cannot listen on "
+                                   f"{self._host}:{self._api_port} ({exc.strerror or exc}); choose a free port "
+                                   "(0 picks one)") from exc
             sockets = getattr(site._server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self._api_port
             log.info("runtime_api_listening", function=self.function, host=self._host, port=self.port,

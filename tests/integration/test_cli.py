@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ def test_validate_ok_prints_one_line() -> None:
     """The shipped local config validates with a one-line summary."""
     result = run_cli("validate", "-c", "configs/local.yaml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "configs/local.yaml: ok: 1 function(s), 1 mapping(s) (sqs: 1)"
+    assert result.stdout.strip() == "configs/local.yaml: ok: 1 function(s), 3 mapping(s) (dynamodb: 1, kinesis: 1, sqs: 1)"
 
 
 def test_validate_lists_every_error_without_traceback(tmp_path: Path) -> None:
@@ -104,3 +105,57 @@ async def test_run_then_sigterm_drains(redis_server: RedisServer, moto_server: M
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return str(resp.read().decode())
+
+
+def test_errors_say_what_to_do_in_one_line(tmp_path: Path) -> None:
+    """A bad BROKER_* variable is named; a YAML error gives file, line and column; a port in use
+    names the setting and its variable; none of them prints a traceback."""
+    env = {**os.environ, "BROKER_API_PORT": "abc"}
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("broker: {api: {host: 127.0.0.1}}\n")
+    result = subprocess.run([sys.executable, "-m", "broker", "validate", "-c", str(ok)], capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "(set by the environment variable BROKER_API_PORT)" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("broker:\n  api: [\n")
+    result = run_cli("validate", "-c", str(bad))
+    assert result.returncode == 1
+    assert f"{bad} is not valid YAML at line 3, column 1:" in result.stderr
+    assert "<unicode string>" not in result.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = tmp_path / "busy.yaml"
+        busy.write_text(f"broker: {{api: {{host: 127.0.0.1, port: {port}}}, redis_url: 'redis://127.0.0.1:1/0'}}\n")
+        result = run_cli("run", "-c", str(busy))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"broker: StartupError: broker.api.port: cannot listen on 127.0.0.1:{port}"), last
+    assert "BROKER_API_PORT" in last
+
+
+def test_validate_checks_what_run_would_refuse(tmp_path: Path) -> None:
+    """Handler modules that do not import, commands that do not exist, non-HTTP URLs, a drain
+    shorter than a long poll."""
+    config = tmp_path / "checks.yaml"
+    config.write_text(yaml.safe_dump({
+        "functions": {"a": {"Target": {"Handler": "no_such_module:handler"}},
+                      "b": {"Target": {"Runtime": {"Command": ["no-such-binary"]}}},
+                      "c": {"Target": {"Handler": "broker.demo:handler"}}},
+    }))
+    result = run_cli("validate", "-c", str(config))
+    assert result.returncode == 1
+    assert "functions.a.Target.Handler: cannot import no_such_module" in result.stderr
+    assert "functions.b.Target.Runtime.Command: no-such-binary is not an executable" in result.stderr
+    assert "functions.c" not in result.stderr
+    config.write_text(yaml.safe_dump({
+        "broker": {"drain_timeout_seconds": 5, "sqs_wait_time_seconds": 20},
+        "functions": {"f": {"Target": {"Url": "ftp://x"}}},
+        "event_source_mappings": [{"FunctionName": "f", "EventSourceArn": queue_arn("q")}],
+    }))
+    result = run_cli("validate", "-c", str(config))
+    assert "functions.f.Target.Url: 'ftp://x' is not an http:// or https:// URL with a host" in result.stderr
+    assert "broker.drain_timeout_seconds: 5 s is shorter than sqs_wait_time_seconds (20 s)" in result.stderr

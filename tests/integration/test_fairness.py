@@ -49,7 +49,7 @@ async def test_streams_are_not_starved_by_idle_sqs_pollers(redis_server: RedisSe
         (tmp_path / f"r{i}").mkdir()
         config = {
             "broker": broker_settings(redis_server, moto_server, tmp_path / f"r{i}", replica_id=f"r{i}",
-                                      sqs_wait_time_seconds=20, lease_ttl_seconds=3,
+                                      sqs_wait_time_seconds=20, drain_timeout_seconds=21, lease_ttl_seconds=3,
                                       kinesis_poll_interval_seconds=0.2, kinesis_min_read_interval_seconds=0),
             "functions": {"f": {"Target": {"Url": target.url}, "Timeout": 5, "ReservedConcurrentExecutions": 3}},
             "event_source_mappings": [

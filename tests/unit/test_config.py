@@ -106,7 +106,7 @@ def test_unknown_function_and_unknown_field_and_every_error_listed() -> None:
           - {{FunctionName: f, EventSourceArn: "{Q}", BatchSze: 5}}
         """)
     assert "functions.f.Timeout: Input should be less than or equal to 900" in found
-    assert "functions.g.Target: give exactly one of Url, Handler, Lambda" in found
+    assert "functions.g.Target: give exactly one of Url, Handler, Lambda, Runtime" in found
     assert "event_source_mappings[0].BatchSze: unknown field" in found
 
 
