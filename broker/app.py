@@ -27,10 +27,12 @@ from redis.exceptions import RedisError
 
 from broker import __version__, demo, redis_client
 from broker.api import concurrency as concurrency_api
+from broker.api import functions as functions_api
 from broker.api import health, mappings
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
 from broker.api.auth import Key, SigV4
+from broker.api.errors import lambda_errors
 from broker.arns import function_arn, parse_arn, source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
@@ -372,8 +374,8 @@ class App:
             keys = [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources))
                     for c in api.credentials]
             log.info("api_authentication", mode="sigv4", access_key_ids=[k.access_key_id for k in keys])
-            return [SigV4(keys, region=s.region, account=s.account_id, clock=self.clock,
-                          metrics=self.metrics).middleware]
+            return [lambda_errors, SigV4(keys, region=s.region, account=s.account_id, clock=self.clock,
+                                     metrics=self.metrics).middleware]
         if api.loopback:
             log.info("api_unauthenticated", host=api.host,
                      note="no credentials configured: only processes on this machine can reach the API")
@@ -381,7 +383,7 @@ class App:
             log.warning("api_unauthenticated_network", host=api.host,
                         note="auth: none with allow_unauthenticated_network: anyone who reaches the port may "
                              "invoke functions, change concurrency and pause mappings")
-        return []
+        return [lambda_errors]
 
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
@@ -394,6 +396,9 @@ class App:
         assert self.reservations is not None
         app.add_routes(concurrency_api.routes(self.functions, self.reservations, region=s.region, account=s.account_id,
                                               account_limit=lambda: self.config.broker.account_concurrency))
+        app.add_routes(functions_api.routes(lambda: self.config.functions, self.reservations.reserved, self._redis,
+                                            region=s.region, account=s.account_id,
+                                            started=self._started_at))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, s.api.host, s.api.port, backlog=1024)  # bursts of new connections wait, not reset

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 
 from broker import redaction
 from broker.errors import BrokerError
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+log = structlog.get_logger("broker.api")
 
 
 def aws_error(status: int, code: str, message: str, *, error_type: str = "User",
@@ -30,3 +32,31 @@ def store_guarded(handler: Handler, store: str) -> Handler:
         except BrokerError as exc:
             return aws_error(500, "ServiceException", f"The {store} is unavailable: {exc}", error_type="Service")
     return run
+
+
+@web.middleware
+async def lambda_errors(request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every answer is Lambda's shape, aiohttp's own refusals included: unknown routes and methods,
+    bodies over the limit, and anything a handler did not expect (500, logged)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status in (404, 405):
+            return aws_error(exc.status, "UnknownOperationException",
+                             f"Unknown operation: {request.method} {request.path}")
+        if exc.status == 413:
+            return aws_error(413, "RequestTooLargeException",
+                             f"Request must be smaller than {request.app._client_max_size} bytes")
+        return aws_error(exc.status, "InvalidRequestContentException", exc.reason or "Bad request")
+    except Exception as exc:  # a bug: never aiohttp's plain-text 500
+        log.exception("api_unexpected_error", method=request.method, route=_route(request))
+        return aws_error(500, "ServiceException", f"An internal error occurred: {type(exc).__name__}",
+                         error_type="Service")
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unknown route)"
