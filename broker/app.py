@@ -389,8 +389,8 @@ class App:
         s = self.config.broker
         app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=self._api_middlewares())
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_gauges))
-        app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region,
-                                       account=s.account_id))
+        app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region, account=s.account_id,
+                                       functions=lambda: self.config.functions))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
         app.add_routes(invoke_config_api.routes(self.invokables, region=s.region, account=s.account_id))
         assert self.reservations is not None
@@ -529,7 +529,7 @@ class App:
                 await self.runtimes.pop(name).aclose()
         for u, esm in new_maps.items():
             if u in self.runners:
-                self.runners[u].set_enabled(esm.Enabled)
+                self.runners[u].file_changed_enabled(esm.Enabled)  # a pause made through the API survives
                 continue
             try:
                 await self._add_mapping(esm)

@@ -47,6 +47,7 @@ class MappingRunner:
         self.last_modified = clock.time()
         self._clock = clock
         self._enabled = esm.Enabled
+        self._file_enabled = esm.Enabled  # what the config file says; the API may differ from it
         self._shutdown = False
         self._changed = asyncio.Event()
         self._m_enabled = metrics.mapping_enabled.labels(esm.FunctionName, esm.UUID)
@@ -111,6 +112,13 @@ class MappingRunner:
             self.state = "Disabling"
             self.source.stop()
         self._changed.set()
+
+    def file_changed_enabled(self, enabled: bool) -> None:
+        """A config reload: the file's ``Enabled`` applies only if the file changed it, so a pause or
+        resume made through the API is never undone by an unrelated edit of the file."""
+        if enabled != self._file_enabled:
+            self._file_enabled = enabled
+            self.set_enabled(enabled)
 
     def stop(self) -> None:
         """Shutdown: stop the source and end ``run``."""

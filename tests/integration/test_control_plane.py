@@ -85,3 +85,47 @@ async def test_every_answer_is_a_lambda_error(broker: BrokerRunner, target: Reco
                     assert resp.headers.get("X-Amzn-ErrorType"), (method, path, resp.status, await resp.text())
                     doc = await resp.json(content_type=None)
                     assert {"Type", "message"} <= set(doc), (method, path, doc)
+
+
+async def test_mapping_shapes_paging_filters_and_a_pause_that_survives_reloads(aws: Any, broker: BrokerRunner,
+                                                                             target: RecordingTarget) -> None:
+    from tests.servers import queue_arn, stream_arn  # noqa: PLC0415
+
+    for name in ("q1", "q2", "q3"):
+        await aws.create_queue(name)
+    await aws.call("kinesis", "create_stream", StreamName="s", ShardCount=1)
+    functions = {"f": {"Target": {"Url": target.url}}, "g": {"Target": {"Url": target.url}}}
+    mappings = [{"FunctionName": "f", "EventSourceArn": queue_arn(q)} for q in ("q1", "q2", "q3")]
+    mappings.append({"FunctionName": "g", "EventSourceArn": stream_arn("s"), "StartingPosition": "LATEST"})
+    async with broker.run(functions, mappings) as app:
+        lam = _client(app)
+        stream = (await asyncio.to_thread(lam.list_event_source_mappings, FunctionName="g"))["EventSourceMappings"][0]
+        assert stream["DestinationConfig"] == {"OnFailure": {}}
+        assert stream["StateTransitionReason"] == "User action"
+        first = await asyncio.to_thread(lam.list_event_source_mappings, FunctionName="f", MaxItems=2)
+        assert len(first["EventSourceMappings"]) == 2
+        rest = await asyncio.to_thread(lam.list_event_source_mappings, FunctionName="f", MaxItems=2,
+                                       Marker=first["NextMarker"])
+        assert len(rest["EventSourceMappings"]) == 1
+        assert "NextMarker" not in rest
+        for form in ("f:$LATEST", "arn:aws:lambda:us-east-1:000000000000:function:f"):
+            listed = await asyncio.to_thread(lam.list_event_source_mappings, FunctionName=form)
+            assert len(listed["EventSourceMappings"]) == 3, form
+        with pytest.raises(ClientError) as unknown:
+            await asyncio.to_thread(lam.list_event_source_mappings, FunctionName="nope")
+        assert unknown.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+        uuid = first["EventSourceMappings"][0]["UUID"]
+        await asyncio.to_thread(lam.update_event_source_mapping, UUID=uuid, Enabled=False)
+        assert app.runners[uuid].state in ("Disabling", "Disabled")
+        path = broker.write_config(functions, [*mappings, {"FunctionName": "g", "EventSourceArn": queue_arn("q3")}])
+        assert path.exists()
+        await _until(lambda: len(app.runners) == 5)
+        assert not app.runners[uuid].esm.Enabled, "an edit of the file must not undo the API's pause"
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "not reached"
+        await asyncio.sleep(0.1)
