@@ -44,6 +44,9 @@ from broker.concurrency.reservations import Reservations
 from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
+from broker.control.registry import MappingRegistry
+from broker.control.service import MappingService
+from broker.control.validation import Refused
 from broker.destinations.sender import DestinationSender
 from broker.embedded import DataDirLock, EmbeddedAws, RedisServer, port_is_free
 from broker.errors import AwsError, BrokerError, StartupError
@@ -100,6 +103,10 @@ class App:
         self._http: aiohttp.ClientSession | None = None
         self._permits: Permits | None = None
         self.runtimes: dict[str, RuntimeHost] = {}  # execution environments of Runtime and Handler targets
+        self._registry: MappingRegistry | None = None
+        self.control: MappingService | None = None
+        self._api_docs: dict[str, str] = {}  # API mappings this replica runs, as stored
+        self._apply_lock = asyncio.Lock()
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -130,6 +137,11 @@ class App:
             stack.push_async_callback(http.close)
             self._http = http
             self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
+            self._registry = MappingRegistry(self._redis)
+            self.control = MappingService(
+                registry=self._registry, functions=lambda: self.config.functions,
+                file_mappings=lambda: {m.UUID or "": m for m in self.config.event_source_mappings},
+                probe=self._probe_source, apply=self._apply_api_mappings, account=settings.account_id)
             stack.push_async_callback(self._close_runtimes)  # after the drain: environments stop last
             for name, fn in self.config.functions.items():
                 await self._add_function(name, fn)
@@ -233,6 +245,70 @@ class App:
         self.runtimes[name] = host
         return host
 
+    async def _apply_api_mappings(self) -> None:
+        """Run what the registry holds: start new API mappings, restart changed ones (streams go on
+        from their checkpoints, SQS pollers with the new settings), stop deleted ones."""
+        if self._registry is None or self._group is None or self._stopping.is_set():
+            return
+        async with self._apply_lock:
+            try:
+                stored = await self._registry.all()
+            except BrokerError as exc:
+                log.warning("api_mappings_unavailable", error=str(exc))
+                return
+            file_uuids = {m.UUID for m in self.config.event_source_mappings}
+            for uuid_, item in stored.items():
+                if uuid_ in file_uuids or self._api_docs.get(uuid_) == item.document:
+                    continue
+                await self._drop_mapping(uuid_)
+                esm = EventSourceMapping.model_validate(item.mapping)
+                if esm.FunctionName not in self.functions:
+                    log.error("mapping_not_started", mapping=uuid_,
+                              error=f"function {esm.FunctionName} is not declared")
+                    continue
+                try:
+                    await self._add_mapping(esm, from_api=True)
+                except BrokerError as exc:
+                    log.error("mapping_not_started", mapping=uuid_, error=str(exc))
+                    continue
+                self.runners[uuid_].last_modified = item.last_modified
+                self._api_docs[uuid_] = item.document
+                self._spawn(f"mapping:{uuid_}", self.runners[uuid_].run())
+                log.info("api_mapping_applied", mapping=uuid_, function=esm.FunctionName)
+            for uuid_ in [u for u in self._api_docs if u not in stored]:
+                await self._drop_mapping(uuid_)
+                log.info("api_mapping_deleted", mapping=uuid_)
+
+    async def _drop_mapping(self, uuid_: str) -> None:
+        if uuid_ in self.runners:
+            await self._stop_tasks([f"mapping:{uuid_}"])
+            self.runners.pop(uuid_, None)
+            self.kinds.pop(uuid_, None)
+        self._api_docs.pop(uuid_, None)
+
+    async def _probe_source(self, esm: EventSourceMapping) -> None:
+        """CreateEventSourceMapping's check that the queue or stream exists, with AWS's wording."""
+        assert self._aws is not None
+        arn = parse_arn(esm.EventSourceArn)
+        try:
+            if source_kind(esm.EventSourceArn) is SourceKind.SQS:
+                sqs = await self._aws.client("sqs")
+                await call(sqs.get_queue_url, QueueName=arn.resource, QueueOwnerAWSAccountId=arn.account)
+            elif arn.service == "kinesis":
+                kinesis = await self._aws.client("kinesis")
+                await call(kinesis.describe_stream_summary, StreamARN=esm.EventSourceArn)
+            else:
+                streams = await self._aws.client("dynamodbstreams")
+                await call(streams.describe_stream, StreamArn=esm.EventSourceArn)
+        except AwsError as exc:
+            if exc.retryable:
+                raise Refused(503, "ServiceException", f"the event source could not be checked: {exc}") from exc
+            if source_kind(esm.EventSourceArn) is SourceKind.SQS:
+                raise Refused(400, "InvalidParameterValueException",
+                              "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService."
+                              "NonExistentQueue. SQS Error Message: The specified queue does not exist.") from exc
+            raise Refused(400, "InvalidParameterValueException", f"Stream not found: {esm.EventSourceArn}") from exc
+
     async def _close_runtimes(self) -> None:
         for host in list(self.runtimes.values()):
             await host.aclose()
@@ -260,13 +336,13 @@ class App:
             with contextlib.suppress(BrokerError):
                 self.metrics.permits_in_use.labels(name).set(await self._permits.in_use(name))
 
-    async def _add_mapping(self, esm: EventSourceMapping) -> None:
+    async def _add_mapping(self, esm: EventSourceMapping, *, from_api: bool = False) -> None:
         kind = source_kind(esm.EventSourceArn)
         function = self.functions[esm.FunctionName]
         source: Source = (await self._sqs_source(esm, function) if kind is SourceKind.SQS
                           else await self._stream_source(esm, function, kind))
         runner = MappingRunner(esm, source, function_arn=function.arn, metrics=self.metrics,
-                               clock=self.clock)
+                               clock=self.clock, from_api=from_api)
         assert esm.UUID is not None
         self.runners[esm.UUID] = runner
         self.kinds[esm.UUID] = kind
@@ -390,7 +466,7 @@ class App:
         app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=self._api_middlewares())
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_gauges))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region, account=s.account_id,
-                                       functions=lambda: self.config.functions))
+                                       functions=lambda: self.config.functions, control=self.control))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
         app.add_routes(invoke_config_api.routes(self.invokables, region=s.region, account=s.account_id))
         assert self.reservations is not None
@@ -429,7 +505,8 @@ class App:
             assert self.reservations is not None
             background = [group.create_task(self._periodic(s.heartbeat_interval_seconds, self._heartbeat),
                                             name="heartbeat"),
-                          group.create_task(self._periodic(1.0, self.reservations.refresh), name="reservations")]
+                          group.create_task(self._periodic(1.0, self.reservations.refresh), name="reservations"),
+                          group.create_task(self._periodic(1.0, self._apply_api_mappings), name="api-mappings")]
             if self.config_path is not None:
                 watcher = ConfigWatcher(self.config_path, on_failure=self.metrics.config_reload_failures.inc)
                 background.append(group.create_task(self._periodic(

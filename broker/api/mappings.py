@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from broker.api.bodies import parse_json
 from broker.api.errors import aws_error
-from broker.arns import resolve_name
+from broker.arns import resolve_name, source_kind
+from broker.config.models import EventSourceMapping
+from broker.control.service import MappingService
+from broker.control.validation import Refused
 from broker.sources.mapping import MappingRunner
 from broker.types import SourceKind
 
@@ -51,49 +54,107 @@ def describe(runner: MappingRunner, *, region: str, account: str, kind: SourceKi
 
 
 def routes(runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind], *,
-           region: str, account: str, functions: Callable[[], Mapping[str, Any]] | None = None) -> list[web.RouteDef]:
-    def show(r: MappingRunner) -> dict[str, Any]:
-        return describe(r, region=region, account=account, kind=kinds[r.uuid])
+           region: str, account: str, functions: Callable[[], Mapping[str, Any]] | None = None,
+           control: MappingService | None = None) -> list[web.RouteDef]:
+    return _Api(runners, kinds, region=region, account=account, functions=functions, control=control).routes()
 
-    def not_found(uuid: str) -> web.Response:
+
+class _Api:
+    def __init__(self, runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind], *, region: str,
+                 account: str, functions: Callable[[], Mapping[str, Any]] | None, control: MappingService | None,
+                 ) -> None:
+        self._runners = runners
+        self._kinds = kinds
+        self._region = region
+        self._account = account
+        self._functions = functions
+        self._control = control
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get(_PREFIX, self.list_mappings),
+            web.get(_PREFIX + "/", self.list_mappings),
+            web.get(_PREFIX + "/{uuid}", self.get_mapping),
+            web.put(_PREFIX + "/{uuid}", self.update_mapping),
+            web.post(_PREFIX, self.create_mapping),
+            web.post(_PREFIX + "/", self.create_mapping),
+            web.delete(_PREFIX + "/{uuid}", self.delete_mapping),
+        ]
+
+    def _show(self, r: MappingRunner) -> dict[str, Any]:
+        return describe(r, region=self._region, account=self._account, kind=self._kinds[r.uuid])
+
+    @staticmethod
+    def _not_found(uuid: str) -> web.Response:
         return aws_error(404, "ResourceNotFoundException",
                          f"The resource you requested does not exist. (Service: Lambda, "
                          f"Status Code: 404, Request ID: -) UUID: {uuid}")
 
-    async def list_mappings(request: web.Request) -> web.Response:
+    async def list_mappings(self, request: web.Request) -> web.Response:
         arn = request.query.get("EventSourceArn")
         fn = request.query.get("FunctionName")
         name = None
         if fn:
-            name, qualifier = resolve_name(fn, account)
-            if qualifier not in (None, "$LATEST") or (functions is not None and name not in functions()):
-                full = f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+            name, qualifier = resolve_name(fn, self._account)
+            if qualifier not in (None, "$LATEST") or (self._functions is not None and name not in self._functions()):
+                full = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}" + (
+                    f":{qualifier}" if qualifier else "")
                 return aws_error(404, "ResourceNotFoundException", f"Function not found: {full}")
-        matching = sorted((r for r in runners.values() if (not arn or r.esm.EventSourceArn == arn)
+        matching = sorted((r for r in self._runners.values() if (not arn or r.esm.EventSourceArn == arn)
                            and (not name or r.esm.FunctionName == name)), key=lambda r: r.uuid)
-        return _page(request, matching, show)
+        return _page(request, matching, self._show)
 
-    async def get_mapping(request: web.Request) -> web.Response:
-        runner = runners.get(request.match_info["uuid"])
-        return web.json_response(show(runner)) if runner else not_found(request.match_info["uuid"])
+    async def get_mapping(self, request: web.Request) -> web.Response:
+        runner = self._runners.get(request.match_info["uuid"])
+        return web.json_response(self._show(runner)) if runner else self._not_found(request.match_info["uuid"])
 
-    async def update_mapping(request: web.Request) -> web.Response:
-        runner = runners.get(request.match_info["uuid"])
+    def _answer(self, esm: EventSourceMapping, state: str) -> web.Response:
+        assert esm.UUID is not None
+        runner = self._runners.get(esm.UUID)
+        if runner is None:  # not (or no longer) run here: shown from the request
+            function = f"arn:aws:lambda:{self._region}:{self._account}:function:{esm.FunctionName}"
+            runner = MappingRunner(esm, _NoSource(), function_arn=function, metrics=None, clock=None)
+        shown = describe(runner, region=self._region, account=self._account, kind=source_kind(esm.EventSourceArn))
+        return web.json_response({**shown, "State": state}, status=202)
+
+    async def _guarded(self, work: Awaitable[EventSourceMapping], state: str) -> web.Response:
+        try:
+            return self._answer(await work, state)
+        except Refused as exc:
+            return aws_error(exc.status, exc.code, exc.message)
+
+    async def create_mapping(self, request: web.Request) -> web.Response:
+        body = await _object(request)
+        if isinstance(body, web.Response):
+            return body
+        if self._control is None:
+            return aws_error(400, "InvalidParameterValueException", "mappings come from the config file here")
+        return await self._guarded(self._control.create(body), "Creating")
+
+    async def delete_mapping(self, request: web.Request) -> web.Response:
+        uuid = request.match_info["uuid"]
+        if self._control is None or (uuid not in self._runners and not await self._control.exists(uuid)):
+            return self._not_found(uuid)
+        return await self._guarded(self._control.delete(uuid), "Deleting")
+
+    async def update_mapping(self, request: web.Request) -> web.Response:
+        uuid = request.match_info["uuid"]
+        runner = self._runners.get(uuid)
+        if self._control is not None and (runner is None or runner.from_api):
+            body = await _object(request)
+            if isinstance(body, web.Response):
+                return body
+            if runner is None and not await self._control.exists(uuid):
+                return self._not_found(uuid)
+            return await self._guarded(self._control.update(uuid, body), "Updating")
         if runner is None:
-            return not_found(request.match_info["uuid"])
+            return self._not_found(uuid)
         enabled, refusal = _enabled_change(await request.read())
         if refusal is not None:
             return refusal
         if enabled is not None:
             runner.set_enabled(enabled)
-        return web.json_response(show(runner), status=202)
-
-    return [
-        web.get(_PREFIX, list_mappings),
-        web.get(_PREFIX + "/", list_mappings),
-        web.get(_PREFIX + "/{uuid}", get_mapping),
-        web.put(_PREFIX + "/{uuid}", update_mapping),
-    ]
+        return web.json_response(self._show(runner), status=202)
 
 
 def _page(request: web.Request, matching: list[MappingRunner],
@@ -132,3 +193,26 @@ def _enabled_change(raw: bytes) -> tuple[bool | None, web.Response | None]:
     if "Enabled" in body and not isinstance(body["Enabled"], bool):
         return None, aws_error(400, "InvalidParameterValueException", "Enabled must be true or false")
     return body.get("Enabled"), None
+
+
+class _NoSource:
+    """Stands in for the source of a mapping this replica does not run (yet): describe() only."""
+
+    async def run(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    async def probe(self) -> None:
+        return None
+
+
+async def _object(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = parse_json(await request.read() or b"{}")
+    except ValueError as exc:
+        return aws_error(400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}")
+    if not isinstance(body, dict):
+        return aws_error(400, "InvalidRequestContentException", "The request body must be a JSON object")
+    return body

@@ -11,9 +11,10 @@ import asyncio
 from typing import Protocol
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from broker.batching.policies import backoff_delay
-from broker.clock import Clock
+from broker.clock import Clock, SystemClock
 from broker.config.models import EventSourceMapping
 from broker.errors import describe, only_broker_errors
 from broker.observability.metrics import Metrics
@@ -37,20 +38,21 @@ class Source(Protocol):
 
 class MappingRunner:
     def __init__(self, esm: EventSourceMapping, source: Source, *, function_arn: str,
-                 metrics: Metrics, clock: Clock) -> None:
+                 metrics: Metrics | None, clock: Clock | None, from_api: bool = False) -> None:
         assert esm.UUID is not None
         self.esm = esm
         self.function_arn = function_arn
         self.source = source
+        self.from_api = from_api  # created through Lambda's API (kept in Redis), not declared in the file
         self.state = "Creating"
         self.state_transition_reason = "USER_INITIATED"
-        self.last_modified = clock.time()
-        self._clock = clock
+        self._clock = clock or SystemClock()
+        self.last_modified = self._clock.time()
         self._enabled = esm.Enabled
         self._file_enabled = esm.Enabled  # what the config file says; the API may differ from it
         self._shutdown = False
         self._changed = asyncio.Event()
-        self._m_enabled = metrics.mapping_enabled.labels(esm.FunctionName, esm.UUID)
+        self._m_enabled = (metrics or Metrics(CollectorRegistry())).mapping_enabled.labels(esm.FunctionName, esm.UUID)
 
     @property
     def uuid(self) -> str:

@@ -129,3 +129,114 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "not reached"
         await asyncio.sleep(0.1)
+
+
+async def test_create_update_delete_mappings_through_the_api(aws: Any, broker: BrokerRunner, redis_server: Any,
+                                                             moto_server: Any, target: RecordingTarget,
+                                                             tmp_path: Any) -> None:
+    """SQS and Kinesis mappings created, updated and deleted with boto3; records flow; a second
+    replica runs them too; both restart and the API mappings come back; AWS's errors."""
+    import json  # noqa: PLC0415
+
+    from tests.servers import queue_arn, stream_arn  # noqa: PLC0415
+
+    url = await aws.create_queue("api-q")
+    await aws.call("kinesis", "create_stream", StreamName="api-s", ShardCount=1)
+    functions = {"f": {"Target": {"Url": target.url}}, "g": {"Target": {"Url": target.url}}}
+    async with broker.run(functions, [], kinesis_poll_interval_seconds=0.2, kinesis_min_read_interval_seconds=0) as app:
+        lam = _client(app)
+        sqs = await asyncio.to_thread(lam.create_event_source_mapping, FunctionName="f",
+                                      EventSourceArn=queue_arn("api-q"), BatchSize=5)
+        assert sqs["State"] == "Creating"
+        assert sqs["BatchSize"] == 5
+        kin = await asyncio.to_thread(lam.create_event_source_mapping, FunctionName="f",
+                                      EventSourceArn=stream_arn("api-s"), StartingPosition="TRIM_HORIZON")
+        assert kin["DestinationConfig"] == {"OnFailure": {}}
+        await aws.send(url, "hello")
+        await aws.call("kinesis", "put_record", StreamName="api-s", PartitionKey="k", Data=b'{"n": 1}')
+        await target.wait_for(lambda calls: {r.get("eventSource") for c in calls for r in c.event["Records"]}
+                              >= {"aws:sqs", "aws:kinesis"}, timeout=30)
+
+        for call, kwargs, code in [
+            (lam.create_event_source_mapping, {"FunctionName": "f", "EventSourceArn": queue_arn("api-q")},
+             "ResourceConflictException"),
+            (lam.create_event_source_mapping, {"FunctionName": "nope", "EventSourceArn": queue_arn("api-q")},
+             "InvalidParameterValueException"),
+            (lam.create_event_source_mapping, {"FunctionName": "f", "EventSourceArn": queue_arn("missing")},
+             "InvalidParameterValueException"),
+            (lam.create_event_source_mapping, {"FunctionName": "g", "EventSourceArn": queue_arn("api-q"),
+                                               "BatchSize": 50}, "InvalidParameterValueException"),
+            (lam.create_event_source_mapping, {"FunctionName": "g", "EventSourceArn": stream_arn("api-s")},
+             "InvalidParameterValueException"),
+            (lam.update_event_source_mapping, {"UUID": "00000000-0000-0000-0000-000000000000", "BatchSize": 2},
+             "ResourceNotFoundException"),
+            (lam.delete_event_source_mapping, {"UUID": "00000000-0000-0000-0000-000000000000"},
+             "ResourceNotFoundException"),
+        ]:
+            with pytest.raises(ClientError) as refused:
+                await asyncio.to_thread(call, **kwargs)
+            assert refused.value.response["Error"]["Code"] == code, (kwargs, refused.value.response["Error"])
+        with pytest.raises(ClientError) as duplicate:
+            await asyncio.to_thread(lam.create_event_source_mapping, FunctionName="f", EventSourceArn=queue_arn("api-q"))
+        assert sqs["UUID"] in duplicate.value.response["Error"]["Message"]
+
+        updated = await asyncio.to_thread(lam.update_event_source_mapping, UUID=sqs["UUID"], BatchSize=7,
+                                          MaximumBatchingWindowInSeconds=1, FunctionName="g",
+                                          FilterCriteria={"Filters": [{"Pattern": json.dumps({"body": ["x"]})}]})
+        assert updated["State"] == "Updating"
+        assert updated["BatchSize"] == 7
+        assert updated["FunctionArn"].endswith(":function:g")
+        await _until(lambda: app.runners.get(sqs["UUID"]) is not None and app.runners[sqs["UUID"]].esm.BatchSize == 7)
+        await asyncio.to_thread(lam.update_event_source_mapping, UUID=kin["UUID"], Enabled=False)
+        await _until(lambda: app.runners[kin["UUID"]].state == "Disabled")
+
+        second = BrokerRunner(redis_server, moto_server, tmp_path / "second")
+        (tmp_path / "second").mkdir()
+        async with second.run(functions, [], replica_id="second") as other:
+            await _until(lambda: set(other.runners) == {sqs["UUID"], kin["UUID"]})
+            listed = await asyncio.to_thread(_client(other).list_event_source_mappings)
+            assert {m["UUID"] for m in listed["EventSourceMappings"]} == {sqs["UUID"], kin["UUID"]}
+    async with broker.run(functions, []) as app:  # every replica restarted: the API mappings come back
+        await _until(lambda: set(app.runners) == {sqs["UUID"], kin["UUID"]})
+        lam = _client(app)
+        assert (await asyncio.to_thread(lam.get_event_source_mapping, UUID=sqs["UUID"]))["BatchSize"] == 7
+        deleted = await asyncio.to_thread(lam.delete_event_source_mapping, UUID=kin["UUID"])
+        assert deleted["State"] == "Deleting"
+        await _until(lambda: kin["UUID"] not in app.runners)
+        with pytest.raises(ClientError) as gone:
+            await asyncio.to_thread(lam.get_event_source_mapping, UUID=kin["UUID"])
+        assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+async def test_the_aws_cli_manages_mappings(aws: Any, broker: BrokerRunner, target: RecordingTarget) -> None:
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.servers import queue_arn  # noqa: PLC0415
+
+    await aws.create_queue("cli-q")
+    async with broker.run({"f": {"Target": {"Url": target.url}}}, []) as app:
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}
+            return subprocess.run([sys.executable, "-m", "awscli", "lambda", *args, "--endpoint-url",
+                                   f"http://127.0.0.1:{app.api_port}"], env=env, capture_output=True, text=True,
+                                  timeout=60, check=False)
+
+        created = await asyncio.to_thread(cli, "create-event-source-mapping", "--function-name", "f",
+                                          "--event-source-arn", queue_arn("cli-q"), "--batch-size", "3")
+        assert created.returncode == 0, created.stderr
+        uuid = json.loads(created.stdout)["UUID"]
+        bad = await asyncio.to_thread(cli, "create-event-source-mapping", "--function-name", "f",
+                                      "--event-source-arn", queue_arn("cli-q"), "--batch-size", "20000")
+        assert bad.returncode != 0
+        assert "ValidationException" in bad.stderr or "InvalidParameterValueException" in bad.stderr, bad.stderr
+        listed = await asyncio.to_thread(cli, "list-event-source-mappings", "--function-name", "f")
+        assert [m["UUID"] for m in json.loads(listed.stdout)["EventSourceMappings"]] == [uuid]
+        deleted = await asyncio.to_thread(cli, "delete-event-source-mapping", "--uuid", uuid)
+        assert deleted.returncode == 0, deleted.stderr
+        assert json.loads(deleted.stdout)["State"] == "Deleting"
+        again = await asyncio.to_thread(cli, "delete-event-source-mapping", "--uuid", uuid)
+        assert "ResourceNotFoundException" in again.stderr

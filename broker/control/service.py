@@ -1,0 +1,110 @@
+"""Lambda's CreateEventSourceMapping, UpdateEventSourceMapping and DeleteEventSourceMapping.
+
+File mappings and API mappings live together like this: a mapping declared in the config file
+belongs to the file (the API may pause and resume it, and a reload keeps that until the file
+changes ``Enabled`` itself; changing or deleting it through the API is refused, naming the file).
+A mapping created through the API belongs to the API: it is kept in Redis (``control.registry``),
+run by every replica, changed and deleted only through the API, and survives restarts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from broker.arns import resolve_name, source_kind
+from broker.config import rules
+from broker.config.models import EventSourceMapping, FunctionConfig
+from broker.control.registry import MappingRegistry, StoredMapping
+from broker.control.validation import CREATABLE, UPDATABLE, Refused, check
+from broker.types import SourceKind
+
+_NOT_FOUND = "The resource you requested does not exist."
+
+
+class MappingService:
+    def __init__(self, *, registry: MappingRegistry, functions: Callable[[], Mapping[str, FunctionConfig]],
+                 file_mappings: Callable[[], Mapping[str, EventSourceMapping]],
+                 probe: Callable[[EventSourceMapping], Awaitable[None]], apply: Callable[[], Awaitable[None]],
+                 account: str) -> None:
+        self._registry = registry
+        self._functions = functions
+        self._file = file_mappings
+        self._probe = probe  # Refused if the queue or stream does not exist
+        self._apply = apply  # this replica follows the registry now (the others within a second)
+        self._account = account
+
+    async def exists(self, mapping_uuid: str) -> bool:
+        return mapping_uuid in await self._registry.all()
+
+    async def create(self, fields: dict[str, Any]) -> EventSourceMapping:
+        fields = self._normalized(fields)
+        fields["UUID"] = str(uuid.uuid4())
+        esm = check(fields, functions=dict(self._functions()), allowed=CREATABLE)
+        await self._refuse_duplicate(esm)
+        rules.apply_defaults(esm)
+        await self._probe(esm)
+        await self._registry.put(StoredMapping(esm.UUID or "", _fields(esm), time.time()))
+        await self._apply()
+        return esm
+
+    async def update(self, mapping_uuid: str, fields: dict[str, Any]) -> EventSourceMapping:
+        stored = (await self._registry.all()).get(mapping_uuid)
+        if stored is None:
+            raise Refused(404, "ResourceNotFoundException", _NOT_FOUND)
+        fields = self._normalized(fields)
+        unknown = sorted(set(fields) - UPDATABLE)
+        if unknown:
+            raise Refused(400, "InvalidParameterValueException",
+                          f"These parameters cannot be updated: {', '.join(unknown)}")
+        merged = {**stored.mapping, **fields, "UUID": mapping_uuid}
+        esm = check(merged, functions=dict(self._functions()), allowed=CREATABLE)
+        if esm.FunctionName != stored.mapping.get("FunctionName"):
+            await self._refuse_duplicate(esm)
+        rules.apply_defaults(esm)
+        await self._registry.put(StoredMapping(mapping_uuid, _fields(esm), time.time()))
+        await self._apply()
+        return esm
+
+    async def delete(self, mapping_uuid: str) -> EventSourceMapping:
+        if mapping_uuid in self._file():
+            raise Refused(400, "InvalidParameterValueException",
+                          f"The event source mapping {mapping_uuid} is declared in the config file; remove it "
+                          "there (the API may pause and resume it)")
+        stored = (await self._registry.all()).get(mapping_uuid)
+        if stored is None:
+            raise Refused(404, "ResourceNotFoundException", _NOT_FOUND)
+        await self._registry.delete(mapping_uuid)
+        await self._apply()
+        return EventSourceMapping.model_validate(stored.mapping)
+
+    def _normalized(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields = dict(fields)
+        if isinstance(fields.get("FunctionName"), str):
+            name, qualifier = resolve_name(fields["FunctionName"], self._account)
+            if qualifier not in (None, "$LATEST"):
+                raise Refused(400, "InvalidParameterValueException", "Function does not exist")
+            fields["FunctionName"] = name
+        return fields
+
+    async def _refuse_duplicate(self, esm: EventSourceMapping) -> None:
+        existing = [*self._file().values(), *(EventSourceMapping.model_validate(s.mapping)
+                                               for s in (await self._registry.all()).values())]
+        for other in existing:
+            if (other.FunctionName, other.EventSourceArn) == (esm.FunctionName, esm.EventSourceArn) \
+                    and other.UUID != esm.UUID:
+                if source_kind(esm.EventSourceArn) is SourceKind.SQS:
+                    message = (f'An event source mapping with SQS arn (" {esm.EventSourceArn} ") and function '
+                               f'(" {esm.FunctionName} ") already exists. Please update or delete the existing '
+                               f"mapping with UUID {other.UUID}")
+                else:
+                    message = (f'The event source arn (" {esm.EventSourceArn} ") and function '
+                               f'(" {esm.FunctionName} ") provided mapping already exists. Please update or delete '
+                               f"the existing mapping with UUID {other.UUID}")
+                raise Refused(409, "ResourceConflictException", message)
+
+
+def _fields(esm: EventSourceMapping) -> dict[str, Any]:
+    return esm.model_dump(mode="json", exclude_none=True)
