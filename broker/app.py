@@ -33,12 +33,11 @@ from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
 from broker.api.auth import Key, SigV4
 from broker.api.errors import lambda_errors
-from broker.arns import function_arn, parse_arn, source_kind
+from broker.arns import parse_arn, source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.aws import AwsClients, call
-from broker.batching.policies import backoff_delay
 from broker.clock import Clock, SystemClock
 from broker.concurrency.reservations import Reservations
 from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
@@ -50,22 +49,14 @@ from broker.control.validation import Refused
 from broker.destinations.sender import DestinationSender
 from broker.embedded import DataDirLock, EmbeddedAws, RedisServer, port_is_free
 from broker.errors import AwsError, BrokerError, StartupError
-from broker.invoking.aws_lambda import LambdaInvoker
-from broker.invoking.base import Function, Invoker
-from broker.invoking.http import HttpInvoker
-from broker.invoking.python import PythonInvoker, load_handler
+from broker.function_factory import FunctionFactory
+from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.redis_state import AutoPipeline, StateMarker
-from broker.runtime.host import RuntimeHost, handler_command, handler_variables
-from broker.sources.checkpoints import CheckpointStore
-from broker.sources.dynamodb_streams import DynamoDBStreamsService
-from broker.sources.kinesis import KinesisService
-from broker.sources.leases import LeaseTable
+from broker.runtime.host import RuntimeHost
+from broker.sources.factory import SourceFactory
 from broker.sources.mapping import MappingRunner, Source
-from broker.sources.shard_consumer import PrefetchBudget, StreamSettings
-from broker.sources.sqs import SqsMapping, SqsSettings
-from broker.sources.streams import StreamService
-from broker.sources.supervisor import StreamMapping
+from broker.sources.shard_consumer import PrefetchBudget
 from broker.types import SourceKind
 
 log = structlog.get_logger("broker.app")
@@ -104,6 +95,8 @@ class App:
         self._permits: Permits | None = None
         self.runtimes: dict[str, RuntimeHost] = {}  # execution environments of Runtime and Handler targets
         self._registry: MappingRegistry | None = None
+        self._sources: SourceFactory | None = None
+        self._factory: FunctionFactory | None = None
         self.control: MappingService | None = None
         self._api_docs: dict[str, str] = {}  # API mappings this replica runs, as stored
         self._apply_lock = asyncio.Lock()
@@ -137,12 +130,19 @@ class App:
             stack.push_async_callback(http.close)
             self._http = http
             self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
+            self._sources = SourceFactory(
+                config=lambda: self.config, aws=self._aws, redis=self._redis, pipeline=self._pipeline,
+                sender=self._sender, metrics=self.metrics, clock=self.clock, replica=self.replica_id,
+                prefetch=self._prefetch, stopping=self._stopping)
             self._registry = MappingRegistry(self._redis)
             self.control = MappingService(
                 registry=self._registry, functions=lambda: self.config.functions,
                 file_mappings=lambda: {m.UUID or "": m for m in self.config.event_source_mappings},
                 probe=self._probe_source, apply=self._apply_api_mappings, account=settings.account_id)
-            stack.push_async_callback(self._close_runtimes)  # after the drain: environments stop last
+            self._factory = FunctionFactory(
+                config=lambda: self.config, aws=self._aws, http=http, redis=self._redis, metrics=self.metrics,
+                clock=self.clock, permits=self._permits, replica=self.replica_id, runtimes=self.runtimes)
+            stack.push_async_callback(self._factory.aclose)  # after the drain: environments stop last
             for name, fn in self.config.functions.items():
                 await self._add_function(name, fn)
             # The API (and /healthz) answers while the sources are checked: a slow or unreachable
@@ -151,7 +151,8 @@ class App:
             stack.push_async_callback(runner.cleanup)
             local, aws = self.config.local, self._aws
             if local:
-                await self._when_reachable("embedded demo resources", lambda: demo.create_resources(aws, local))
+                await self._sources.when_reachable("embedded demo resources",
+                                                   lambda: demo.create_resources(aws, local))
             for esm in self.config.event_source_mappings:
                 await self._add_mapping(esm)
             if not self._stopping.is_set():
@@ -195,55 +196,6 @@ class App:
                  paste=f"export AWS_ENDPOINT_URL={server.url} AWS_DEFAULT_REGION={settings.region} "
                        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
         return server.url
-
-    async def _build_function(self, name: str, fn: FunctionConfig, http: aiohttp.ClientSession) -> Function:
-        target = fn.Target
-        invoker: Invoker
-        if target.Url:
-            invoker = HttpInvoker(target.Url, http)
-        elif target.Handler and target.InProcess:
-            invoker = PythonInvoker(load_handler(target.Handler))
-        elif target.Handler or target.Runtime:
-            invoker = await self._start_runtime(name, fn)
-        else:
-            assert target.Lambda is not None
-            assert self._aws is not None
-            invoker = LambdaInvoker(await self._aws.client("lambda", endpoint_url=target.EndpointUrl), target.Lambda)
-        settings = self.config.broker
-        return Function(name=name, arn=function_arn(settings.region, settings.account_id, name),
-                        timeout=fn.Timeout, invoker=invoker, metrics=self.metrics,
-                        clock=self.clock, permits=self._permits)
-
-    async def _start_runtime(self, name: str, fn: FunctionConfig) -> RuntimeHost:
-        """Execution environments for a Runtime target, or awslambdaric ones for a Handler."""
-        s = self.config.broker
-        spec = fn.Target.Runtime
-        if spec is None:  # a Handler: the AWS Python runtime client runs it, one invocation per process
-            assert fn.Target.Handler is not None
-            cwd = Path.cwd()
-            command: list[str] | None = handler_command(fn.Target.Handler)
-            handler, api_port = fn.Target.Handler.replace(":", "."), None
-            variables = {**handler_variables(cwd), **fn.Environment.Variables}
-        else:
-            cwd = (spec.WorkingDirectory or Path.cwd()).resolve()
-            command, handler, api_port = spec.Command, (spec.Command or ["external"])[-1], spec.ApiPort
-            variables = {**fn.Environment.Variables, **spec.Environment.Variables}
-        reserved = fn.ReservedConcurrentExecutions
-        host = RuntimeHost(
-            function=name, function_arn=function_arn(s.region, s.account_id, name), region=s.region,
-            metrics=self.metrics, host=s.api.host, api_port=api_port, command=command, handler=handler,
-            working_directory=cwd, variables=variables, memory_mb=fn.MemorySize,
-            max_environments=min(s.runtime_max_environments, reserved) if reserved else s.runtime_max_environments,
-            provisioned=fn.ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions
-            if fn.ProvisionedConcurrencyConfig else 0,
-            idle_seconds=s.runtime_idle_seconds, init_timeout=s.runtime_init_timeout_seconds,
-            redis=self._redis, replica=self.replica_id)
-        await host.start()
-        old = self.runtimes.pop(name, None)
-        if old is not None:
-            await old.aclose()
-        self.runtimes[name] = host
-        return host
 
     async def _apply_api_mappings(self) -> None:
         """Run what the registry holds: start new API mappings, restart changed ones (streams go on
@@ -309,11 +261,6 @@ class App:
                               "NonExistentQueue. SQS Error Message: The specified queue does not exist.") from exc
             raise Refused(400, "InvalidParameterValueException", f"Stream not found: {esm.EventSourceArn}") from exc
 
-    async def _close_runtimes(self) -> None:
-        for host in list(self.runtimes.values()):
-            await host.aclose()
-        self.runtimes.clear()
-
     def _pool(self, name: str) -> Pool:
         """The permit pool of ``name`` under the current config (so a reload applies at once)."""
         assert self.reservations is not None
@@ -339,108 +286,13 @@ class App:
     async def _add_mapping(self, esm: EventSourceMapping, *, from_api: bool = False) -> None:
         kind = source_kind(esm.EventSourceArn)
         function = self.functions[esm.FunctionName]
-        source: Source = (await self._sqs_source(esm, function) if kind is SourceKind.SQS
-                          else await self._stream_source(esm, function, kind))
+        assert self._sources is not None
+        source: Source = await self._sources.build(esm, function, kind)
         runner = MappingRunner(esm, source, function_arn=function.arn, metrics=self.metrics,
                                clock=self.clock, from_api=from_api)
         assert esm.UUID is not None
         self.runners[esm.UUID] = runner
         self.kinds[esm.UUID] = kind
-
-    async def _sqs_source(self, esm: EventSourceMapping, function: Function) -> SqsMapping:
-        assert self._aws is not None
-        sqs = await self._aws.client("sqs")
-        arn = parse_arn(esm.EventSourceArn)
-        async def describe() -> tuple[str, dict[str, str]]:
-            url = (await call(sqs.get_queue_url, QueueName=arn.resource,
-                              QueueOwnerAWSAccountId=arn.account))["QueueUrl"]
-            return url, (await call(sqs.get_queue_attributes, QueueUrl=url,
-                                    AttributeNames=["VisibilityTimeout"]))["Attributes"]
-
-        try:
-            url, attrs = await self._when_reachable(f"queue {esm.EventSourceArn}", describe)
-        except AwsError as exc:
-            raise StartupError(f"mapping {esm.UUID}: cannot use queue {esm.EventSourceArn}: "
-                               f"{exc}") from exc
-        visibility = int(attrs["VisibilityTimeout"])
-        if function.timeout > visibility:
-            raise StartupError(
-                f"mapping {esm.UUID}: function {function.name} Timeout ({function.timeout:g} s) "
-                f"exceeds the visibility timeout ({visibility} s) of queue {esm.EventSourceArn}; "
-                "Lambda requires Timeout <= VisibilityTimeout (AWS recommends 6x)")
-        s = self.config.broker
-        return SqsMapping(
-            esm=esm, function=function, sqs=sqs, queue_url=url, visibility_timeout=visibility,
-            region=s.region, metrics=self.metrics, clock=self.clock,
-            settings=SqsSettings(
-                wait_time_seconds=s.sqs_wait_time_seconds, initial_pollers=s.sqs_initial_pollers,
-                min_pollers=s.sqs_min_pollers, max_pollers=s.sqs_max_pollers,
-                scale_up_per_minute=s.sqs_scale_up_per_minute,
-                backoff_base_seconds=s.retry_backoff_base_seconds,
-                backoff_max_seconds=s.retry_backoff_max_seconds))
-
-    async def _stream_source(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> StreamMapping:
-        assert self._aws is not None
-        assert self._redis is not None
-        assert esm.UUID is not None
-        s = self.config.broker
-        service: StreamService
-        if kind is SourceKind.KINESIS:
-            role = self.config.functions[esm.FunctionName].Role or \
-                f"arn:aws:iam::{s.account_id}:role/{esm.FunctionName}"
-            service = KinesisService(await self._aws.client("kinesis"), arn=esm.EventSourceArn,
-                                     region=s.region, identity_arn=role)
-            poll = s.kinesis_poll_interval_seconds
-        else:
-            service = DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
-                                             arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region)
-            poll = s.dynamodb_poll_interval_seconds
-        try:
-            await self._when_reachable(f"stream {esm.EventSourceArn}", service.shards)
-        except AwsError as exc:
-            raise StartupError(f"mapping {esm.UUID}: cannot use stream {esm.EventSourceArn}: {exc}") from exc
-        assert self._sender is not None
-        return StreamMapping(
-            esm=esm, function=function, service=service,
-            checkpoints=CheckpointStore(self._redis, esm.UUID, self._pipeline),
-            leases=LeaseTable(self._redis, esm.UUID, self.replica_id, s.lease_ttl_seconds), sender=self._sender,
-            metrics=self.metrics, clock=self.clock,
-            settings=StreamSettings(
-                poll_interval_seconds=poll, idle_poll_max_seconds=s.stream_idle_poll_max_seconds,
-                min_read_interval_seconds=s.kinesis_min_read_interval_seconds if kind is SourceKind.KINESIS else 0,
-                backoff_base_seconds=s.retry_backoff_base_seconds,
-                backoff_max_seconds=s.retry_backoff_max_seconds,
-                window_close_seconds=s.tumbling_window_close_seconds),
-            discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
-            budget=self._prefetch)
-
-    async def _local_stream_arn(self, arn: str) -> str:
-        """The embedded demo's ``.../stream/latest``: the table's current stream (its real ARN carries
-        a creation time that changes with every fresh emulator). Any other ARN is used as given."""
-        if not (self.config.local and arn.endswith("/stream/latest")):
-            return arn
-        assert self._aws is not None
-        table = arn.split(":table/", 1)[1].split("/", 1)[0]
-        described = await call((await self._aws.client("dynamodb")).describe_table, TableName=table)
-        return str(described["Table"]["LatestStreamArn"])
-
-    async def _when_reachable(self, what: str, probe: Callable[[], Awaitable[T]]) -> T:
-        """``probe()``, retried with backoff while it fails with a retryable error (AWS unreachable
-        or throttling at start-up); a non-retryable error (a missing queue) is the caller's."""
-        s = self.config.broker
-        attempt = 0
-        while True:
-            try:
-                return await probe()
-            except BrokerError as exc:
-                if not exc.retryable or self._stopping.is_set():
-                    raise
-                delay = backoff_delay(attempt, base=s.retry_backoff_base_seconds,
-                                      cap=min(s.retry_backoff_max_seconds, 30))
-                log.warning("startup_waiting", what=what, error=str(exc), retry_in_seconds=round(delay, 2))
-                attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
 
     def _api_middlewares(self) -> list[Any]:
         """SigV4 on every Lambda route unless the config chose otherwise (said once at start)."""
@@ -553,7 +405,8 @@ class App:
     async def _add_function(self, name: str, fn: FunctionConfig) -> None:
         assert self._http is not None
         assert self._redis is not None
-        self.functions[name] = await self._build_function(name, fn, self._http)
+        assert self._factory is not None
+        self.functions[name] = await self._factory.build(name, fn)
         self.queues[name] = AsyncQueue(self._redis, name, self._pipeline)
         from_file = fn.EventInvokeConfig if "EventInvokeConfig" in fn.model_fields_set else None
         store = InvokeConfigStore(self._redis, name, from_file, clock=self.clock, loaded_at=self.clock.time())
@@ -602,8 +455,8 @@ class App:
             if name in new.functions:
                 await self._add_function(name, new.functions[name])
                 self._start_worker(name)
-            elif name in self.runtimes:
-                await self.runtimes.pop(name).aclose()
+            elif self._factory is not None:
+                await self._factory.remove(name)
         for u, esm in new_maps.items():
             if u in self.runners:
                 self.runners[u].file_changed_enabled(esm.Enabled)  # a pause made through the API survives

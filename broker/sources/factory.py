@@ -1,0 +1,147 @@
+"""Builds a mapping's source from the config: the queue or stream is checked first (an unreachable
+AWS at start-up is waited out, a missing resource is a StartupError naming it), then the SQS pollers
+or the stream supervisor, wired to Redis (checkpoints, leases) and the destinations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from broker.arns import parse_arn
+from broker.aws import AwsClients, call
+from broker.batching.policies import backoff_delay
+from broker.clock import Clock
+from broker.config.models import Config, EventSourceMapping
+from broker.destinations.sender import DestinationSender
+from broker.errors import AwsError, BrokerError, StartupError
+from broker.invoking.base import Function
+from broker.observability.metrics import Metrics
+from broker.sources.checkpoints import CheckpointStore
+from broker.sources.dynamodb_streams import DynamoDBStreamsService
+from broker.sources.kinesis import KinesisService
+from broker.sources.leases import LeaseTable
+from broker.sources.mapping import Source
+from broker.sources.shard_consumer import PrefetchBudget, StreamSettings
+from broker.sources.sqs import SqsMapping, SqsSettings
+from broker.sources.streams import StreamService
+from broker.sources.supervisor import StreamMapping
+from broker.types import SourceKind
+
+log = structlog.get_logger("broker.app")
+T = TypeVar("T")
+
+
+class SourceFactory:
+    def __init__(self, *, config: Callable[[], Config], aws: AwsClients, redis: Any, pipeline: Any,
+                 sender: DestinationSender, metrics: Metrics, clock: Clock, replica: str, prefetch: PrefetchBudget,
+                 stopping: asyncio.Event) -> None:
+        self._config = config  # the current config (a reload applies to the next mapping built)
+        self._aws = aws
+        self._redis = redis
+        self._pipeline = pipeline
+        self._sender = sender
+        self._metrics = metrics
+        self._clock = clock
+        self._replica = replica
+        self._prefetch = prefetch  # shared by every stream mapping of the replica
+        self._stopping = stopping
+
+    async def build(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> Source:
+        if kind is SourceKind.SQS:
+            return await self._sqs(esm, function)
+        return await self._stream(esm, function, kind)
+
+    async def _sqs(self, esm: EventSourceMapping, function: Function) -> SqsMapping:
+        sqs = await self._aws.client("sqs")
+        arn = parse_arn(esm.EventSourceArn)
+        async def describe() -> tuple[str, dict[str, str]]:
+            url = (await call(sqs.get_queue_url, QueueName=arn.resource,
+                              QueueOwnerAWSAccountId=arn.account))["QueueUrl"]
+            return url, (await call(sqs.get_queue_attributes, QueueUrl=url,
+                                    AttributeNames=["VisibilityTimeout"]))["Attributes"]
+
+        try:
+            url, attrs = await self.when_reachable(f"queue {esm.EventSourceArn}", describe)
+        except AwsError as exc:
+            raise StartupError(f"mapping {esm.UUID}: cannot use queue {esm.EventSourceArn}: "
+                               f"{exc}") from exc
+        visibility = int(attrs["VisibilityTimeout"])
+        if function.timeout > visibility:
+            raise StartupError(
+                f"mapping {esm.UUID}: function {function.name} Timeout ({function.timeout:g} s) "
+                f"exceeds the visibility timeout ({visibility} s) of queue {esm.EventSourceArn}; "
+                "Lambda requires Timeout <= VisibilityTimeout (AWS recommends 6x)")
+        s = self._config().broker
+        return SqsMapping(
+            esm=esm, function=function, sqs=sqs, queue_url=url, visibility_timeout=visibility,
+            region=s.region, metrics=self._metrics, clock=self._clock,
+            settings=SqsSettings(
+                wait_time_seconds=s.sqs_wait_time_seconds, initial_pollers=s.sqs_initial_pollers,
+                min_pollers=s.sqs_min_pollers, max_pollers=s.sqs_max_pollers,
+                scale_up_per_minute=s.sqs_scale_up_per_minute,
+                backoff_base_seconds=s.retry_backoff_base_seconds,
+                backoff_max_seconds=s.retry_backoff_max_seconds))
+
+    async def _stream(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> StreamMapping:
+        assert esm.UUID is not None
+        s = self._config().broker
+        service: StreamService
+        if kind is SourceKind.KINESIS:
+            role = self._config().functions[esm.FunctionName].Role or \
+                f"arn:aws:iam::{s.account_id}:role/{esm.FunctionName}"
+            service = KinesisService(await self._aws.client("kinesis"), arn=esm.EventSourceArn,
+                                     region=s.region, identity_arn=role)
+            poll = s.kinesis_poll_interval_seconds
+        else:
+            service = DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
+                                             arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region)
+            poll = s.dynamodb_poll_interval_seconds
+        try:
+            await self.when_reachable(f"stream {esm.EventSourceArn}", service.shards)
+        except AwsError as exc:
+            raise StartupError(f"mapping {esm.UUID}: cannot use stream {esm.EventSourceArn}: {exc}") from exc
+        return StreamMapping(
+            esm=esm, function=function, service=service,
+            checkpoints=CheckpointStore(self._redis, esm.UUID, self._pipeline),
+            leases=LeaseTable(self._redis, esm.UUID, self._replica, s.lease_ttl_seconds), sender=self._sender,
+            metrics=self._metrics, clock=self._clock,
+            settings=StreamSettings(
+                poll_interval_seconds=poll, idle_poll_max_seconds=s.stream_idle_poll_max_seconds,
+                min_read_interval_seconds=s.kinesis_min_read_interval_seconds if kind is SourceKind.KINESIS else 0,
+                backoff_base_seconds=s.retry_backoff_base_seconds,
+                backoff_max_seconds=s.retry_backoff_max_seconds,
+                window_close_seconds=s.tumbling_window_close_seconds),
+            discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
+            budget=self._prefetch)
+
+    async def _local_stream_arn(self, arn: str) -> str:
+        """The embedded demo's ``.../stream/latest``: the table's current stream (its real ARN carries
+        a creation time that changes with every fresh emulator). Any other ARN is used as given."""
+        if not (self._config().local and arn.endswith("/stream/latest")):
+            return arn
+        table = arn.split(":table/", 1)[1].split("/", 1)[0]
+        described = await call((await self._aws.client("dynamodb")).describe_table, TableName=table)
+        return str(described["Table"]["LatestStreamArn"])
+
+    async def when_reachable(self, what: str, probe: Callable[[], Awaitable[T]]) -> T:
+        """``probe()``, retried with backoff while it fails with a retryable error (AWS unreachable
+        or throttling at start-up); a non-retryable error (a missing queue) is the caller's."""
+        s = self._config().broker
+        attempt = 0
+        while True:
+            try:
+                return await probe()
+            except BrokerError as exc:
+                if not exc.retryable or self._stopping.is_set():
+                    raise
+                delay = backoff_delay(attempt, base=s.retry_backoff_base_seconds,
+                                      cap=min(s.retry_backoff_max_seconds, 30))
+                log.warning("startup_waiting", what=what, error=str(exc), retry_in_seconds=round(delay, 2))
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+
