@@ -1,0 +1,84 @@
+"""A second runtime: AWS's Node.js runtime interface client (npm's ``aws-lambda-ric``, unmodified)
+as an external environment started by the test, and as managed environments the broker starts.
+Installed on first use into ``.cache/aws-lambda-ric``; skipped with the reason if Node or npm is
+missing or the package cannot be installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import BrokerRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "aws-lambda-ric"
+HANDLERS = ROOT / "tests" / "handlers" / "node"
+
+
+@pytest.fixture(scope="session")
+def node_ric() -> Path:
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not on PATH: the Node runtime client test needs Node.js")
+    script = CACHE / "node_modules" / "aws-lambda-ric" / "index.mjs"
+    if not script.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE),
+                                 "aws-lambda-ric@4"], capture_output=True, text=True, timeout=600, check=False)
+        if result.returncode != 0 or not script.exists():
+            pytest.skip(f"aws-lambda-ric did not install: {result.stderr.strip().splitlines()[-1:]}")
+    return script
+
+
+@pytest.fixture
+def node_env(node_ric: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}", "LAMBDA_TASK_ROOT": str(HANDLERS),
+               "_HANDLER": "app.handler", "AWS_LAMBDA_FUNCTION_NAME": "f", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+               "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/f",
+               "AWS_LAMBDA_LOG_STREAM_NAME": "test"}
+        proc = subprocess.Popen(["node", str(node_ric), "app.handler"], cwd=HANDLERS, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+async def _invoke(app: Any, payload: dict[str, Any]) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{app.api_port}/2015-03-31/functions/f/invocations", json=payload) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_node_runtime_client_as_an_external_environment(broker: BrokerRunner, node_env: Any) -> None:
+    async with broker.run({"f": {"Target": {"Runtime": {"ApiPort": 0}}, "Timeout": 10}}, []) as app:
+        proc = node_env(app.runtimes["f"].port)
+        for n in range(3):
+            status, body = await _invoke(app, {"n": n})
+            assert status == 200, body
+            assert body["runtime"] == "node"
+            assert body["pid"] == proc.pid
+            assert body["got"] == {"n": n}
+
+
+async def test_node_runtime_client_in_managed_environments(broker: BrokerRunner, node_ric: Path) -> None:
+    functions = {"f": {"Target": {"Runtime": {"Command": ["node", str(node_ric), "app.handler"],
+                                              "WorkingDirectory": str(HANDLERS)}}, "Timeout": 10}}
+    async with broker.run(functions, []) as app:
+        status, body = await _invoke(app, {"n": 1})
+        assert status == 200, body
+        assert body["runtime"] == "node"
+        assert body["requestId"]
