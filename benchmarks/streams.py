@@ -8,7 +8,8 @@ a stream grows) with an HTTP target that answers at once (benchmarks/target.py, 
    loop (per shard: GetRecords(2,000) -> POST each 100 -> next), steady-state records/s between
    10% and 90%.
 2. Latency: one record every 50 ms; put -> target receipt, p50/p99, against the 1 s poll interval.
-3. Idle: the broker holding --idle-shards empty shards for 30 s: RSS and CPU share of a core.
+3. Idle: the broker holding --idle-shards empty shards (streams of 50) for 30 s: RSS, CPU share of a
+   core and GetRecords per shard per second, with the lean GetRecords path and with aiobotocore's.
 """
 
 from __future__ import annotations
@@ -181,24 +182,51 @@ def latency(endpoint: str, target: str, workdir: Path) -> None:
           f"({len(lat)} records; p50 = {p50:.2f}x the poll interval)", flush=True)
 
 
-def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float) -> None:
+def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float, lean: bool = True) -> None:
+    """``shards`` empty shards spread over streams of 50 (kinesalite re-reads a whole stream's
+    description on every GetRecords, so one stream of 1,000 shards would make the emulator the
+    limit), one mapping per stream, measured for 30 s: RSS, CPU and GetRecords per shard per second."""
     client = kinesis(endpoint)
-    name = f"idle{int(idle_max)}"
-    create(client, name, shards)
-    config, port = broker_config(workdir, name, endpoint, target, name, batch=100, position="LATEST",
-                                 idle_max=idle_max)
-    proc = run_broker(config, port)
+    per_stream = 50
+    names = [f"idle{int(idle_max)}{'l' if lean else 'b'}-{i}" for i in range((shards + per_stream - 1) // per_stream)]
+    for n, name in enumerate(names):
+        create(client, name, min(per_stream, shards - n * per_stream))
+    port = free_port()
+    path = workdir / f"{names[0]}.yaml"
+    path.write_text(json.dumps({
+        "broker": {"aws_endpoint_url": endpoint, "redis_url": "embedded", "data_dir": str(workdir / names[0]),
+                   "api": {"host": "127.0.0.1", "port": port}, "log_level": "warning",
+                   "stream_discovery_interval_seconds": 300, "stream_idle_poll_max_seconds": idle_max,
+                   "stream_lean_get_records": lean},
+        "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},
+        "event_source_mappings": [{"FunctionName": "bench", "BatchSize": 100, "StartingPosition": "LATEST",
+                                   "EventSourceArn": f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{name}"}
+                                  for name in names],
+    }))
+    proc = run_broker(path, port)
     time.sleep(15 + idle_max)  # every shard consumer started and settled into its idle pace
-    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    cpu0, t0, reads0 = cpu_seconds(proc.pid), time.monotonic(), stream_reads(port)
     time.sleep(30)
-    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    cpu1, t1, reads1 = cpu_seconds(proc.pid), time.monotonic(), stream_reads(port)
     rss_kb = int(next(line.split()[1] for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                       if line.startswith("VmRSS")))
     proc.terminate()
     proc.wait()
     pace = f"stream_idle_poll_max_seconds={idle_max:g}" if idle_max else "polled every 1 s like Lambda"
-    print(f"idle: {shards} shards ({pace}): RSS {rss_kb / 1024:.0f} MB, "
-          f"CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core", flush=True)
+    path_name = "lean GetRecords" if lean else "aiobotocore GetRecords"
+    polls = (reads1 - reads0) / (t1 - t0) / shards
+    print(f"idle: {shards} shards in {len(names)} streams ({pace}, {path_name}): RSS {rss_kb / 1024:.0f} MB, "
+          f"CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core, {polls:.2f} polls per shard per second, "
+          f"{(cpu1 - cpu0) / max(1, reads1 - reads0) * 1e6:.0f} µs of CPU per poll", flush=True)
+
+
+def stream_reads(port: int) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("broker_stream_reads_total{"))
 
 
 def main() -> None:
@@ -206,11 +234,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--idle-shards", type=int, default=1000)
-    parser.add_argument("--parts", default="throughput,latency,idle,idle-capped",
+    parser.add_argument("--parts", default="throughput,latency,idle,idle-botocore,idle-capped",
                         help="which measurements to run (comma-separated)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    kl, endpoint = start_kinesalite(max(2 * args.idle_shards, args.shards))
+    kl, endpoint = start_kinesalite(max(4 * args.idle_shards, args.shards))
     tport = free_port()
     tproc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "target.py"), str(tport)])
     target = f"http://127.0.0.1:{tport}/invoke"
@@ -223,6 +251,8 @@ def main() -> None:
                 latency(endpoint, target, Path(tmp))
             if "idle" in parts and args.idle_shards:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 0.0)
+            if "idle-botocore" in parts and args.idle_shards:
+                idle(endpoint, target, Path(tmp), args.idle_shards, 0.0, lean=False)
             if "idle-capped" in parts and args.idle_shards:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 30.0)
     finally:

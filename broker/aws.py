@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import (
     AsyncRetrying,
@@ -112,6 +114,57 @@ def _freeze_user_agent(client: Any) -> None:
     creator.to_string = lambda: frozen
 
 
+class LeanJsonCall:
+    """One JSON-protocol operation (GetRecords of Kinesis or DynamoDB Streams) sent without
+    botocore's per-call machinery, for the one call every idle shard makes every second.
+
+    Built from well-kept parts only: botocore's SigV4 signer (``SigV4Auth``) with the client's own
+    credentials (so IRSA, profiles and environment keys keep working, refreshed as botocore
+    refreshes them), aiohttp for transport, the client's endpoint. The response is the JSON as sent
+    (like ``keep_raw_json``). A failure becomes botocore's ``ClientError`` (or aiohttp's error) so
+    ``call`` classifies it exactly as it does for the aiobotocore path: throttles and 5xx retryable,
+    expired iterators not."""
+
+    def __init__(self, client: Any, operation: str, session: aiohttp.ClientSession) -> None:
+        model = client.meta.service_model
+        self._client = client
+        self._operation = operation
+        self._target = f"{model.metadata['targetPrefix']}.{operation}"
+        self._content_type = f"application/x-amz-json-{model.metadata.get('jsonVersion', '1.0')}"
+        self._signing_name = model.metadata.get("signingName") or model.endpoint_prefix
+        self._region = client.meta.region_name
+        self._url = client.meta.endpoint_url.rstrip("/") + "/"
+        self._session = session
+
+    async def __call__(self, **params: Any) -> dict[str, Any]:
+        credentials = await self._credentials()
+        request = AWSRequest(method="POST", url=self._url, data=json.dumps(params).encode(),
+                             headers={"Content-Type": self._content_type, "X-Amz-Target": self._target})
+        SigV4Auth(credentials, self._signing_name, self._region).add_auth(request)
+        async with self._session.post(self._url, data=request.body, headers=dict(request.headers.items())) as resp:
+            body = await resp.read()
+            status = resp.status
+        if status < 300:
+            return {RAW: json.loads(body or b"{}")}
+        raise ClientError(_error_response(status, body), self._operation)
+
+    async def _credentials(self) -> Any:
+        creds = self._client._request_signer._credentials  # the client's provider chain, refreshed by it
+        frozen = creds.get_frozen_credentials()
+        return await frozen if hasattr(frozen, "__await__") else frozen
+
+
+def _error_response(status: int, body: bytes) -> dict[str, Any]:
+    """botocore's shape of a JSON-protocol error (``__type`` may carry a namespace: ``a.b#Code``)."""
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        doc = {}
+    code = str(doc.get("__type", "") or doc.get("code", "") or f"HTTP{status}").rsplit("#", 1)[-1]
+    message = str(doc.get("message", doc.get("Message", "")))
+    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
 class AwsClients:
     """One aiobotocore client per service, opened lazily, closed together."""
 
@@ -128,6 +181,8 @@ class AwsClients:
         self._session = get_session()
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str, Any] = {}
+        self._http: aiohttp.ClientSession | None = None  # the lean calls' connections
+        self._max_connections = max_pool_connections
 
     async def client(self, service: str, endpoint_url: str | None = None) -> Any:
         """The client of ``service``, at the broker's endpoint unless ``endpoint_url`` names another."""
@@ -145,6 +200,21 @@ class AwsClients:
             self._clients[key] = client
         return self._clients[key]
 
+    async def lean(self, service: str, operation: str) -> LeanJsonCall | None:
+        """``operation`` of ``service`` without botocore's per-call machinery, if its protocol is
+        the JSON one this supports (else None: the caller keeps the aiobotocore path)."""
+        client = await self.client(service)
+        if client.meta.service_model.metadata.get("protocol") != "json":
+            return None
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=70, connect=5), skip_auto_headers=("User-Agent",))
+        return LeanJsonCall(client, operation, self._http)
+
     async def aclose(self) -> None:
         self._clients.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         await self._stack.aclose()

@@ -97,6 +97,9 @@ class BrokerSettings(_Strict):
     stream_prefetch_max_mib: Annotated[int, Field(ge=1)] = 64
     kinesis_min_read_interval_seconds: Annotated[float, Field(ge=0)] = 0.2  # 5 GetRecords/s/shard
     stream_discovery_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # GetRecords signed with botocore's signer and sent with aiohttp (every other call stays on
+    # aiobotocore): about a third of the CPU per idle poll; false falls back to aiobotocore's client.
+    stream_lean_get_records: bool = True
     async_retry_delays_seconds: Annotated[list[float], Field(min_length=1)] = [60.0, 120.0]  # after errors 1, 2
     async_concurrency: Annotated[int, Field(ge=1, le=1000)] = 32  # per function and replica
     async_claim_idle_seconds: Annotated[float, Field(gt=0)] = 60.0  # + Timeout: a dead worker's event is retaken

@@ -40,6 +40,7 @@ class Metrics:
         self.deleted_events = Counter("broker_deleted_events", "SQS messages deleted after processing.", _ESM, registry=r)
         self.dropped_events = Counter("broker_dropped_events", "Stream records dropped by age or retries.", _ESM, registry=r)
         self.on_failure_destination_delivered_events = Counter("broker_on_failure_destination_delivered_events", "Records sent to the on-failure destination.", _ESM, registry=r)
+        self.stream_reads = Counter("broker_stream_reads", "GetRecords calls made for a stream mapping (idle polls included).", _ESM, registry=r)
         self.iterator_age = Gauge("broker_iterator_age_seconds", "Age of the last record of the last batch sent, per shard.", (*_ESM, "shard"), registry=r)
         self.pollers = Gauge("broker_sqs_pollers", "Concurrent SQS pollers running for a mapping.", _ESM, registry=r)
         self.permits_in_use = Gauge("broker_permits_in_use", "Concurrency permits held in the function's pool by all replicas (read from Redis at scrape time).", _FN, registry=r)

@@ -19,8 +19,9 @@ class DynamoDBStreamsService:
     max_records_per_read = 1_000
     data_key = "dynamodb"
 
-    def __init__(self, client: Any, *, arn: str, region: str) -> None:
+    def __init__(self, client: Any, *, arn: str, region: str, lean: Any = None) -> None:
         self._client = client
+        self._get_records = lean or client.get_records  # LeanJsonCall: the idle shards' hot call
         keep_raw_json(client, "GetRecords")  # attribute values as sent: binary ones stay base64, as Lambda shows them
         self.arn = arn
         self._region = region
@@ -47,7 +48,7 @@ class DynamoDBStreamsService:
         return str((await call(self._client.get_shard_iterator, **kwargs))["ShardIterator"])
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
-        response = (await call(self._client.get_records, ShardIterator=iterator,
+        response = (await call(self._get_records, ShardIterator=iterator,
                                Limit=max(1, min(limit, self.max_records_per_read))))[RAW]
         records = [self._wrap(raw) for raw in response.get("Records", [])]
         return ReadResult(records, response.get("NextShardIterator"))

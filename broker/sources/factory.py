@@ -94,11 +94,12 @@ class SourceFactory:
             role = self._config().functions[esm.FunctionName].Role or \
                 f"arn:aws:iam::{s.account_id}:role/{esm.FunctionName}"
             service = KinesisService(await self._aws.client("kinesis"), arn=esm.EventSourceArn,
-                                     region=s.region, identity_arn=role)
+                                     region=s.region, identity_arn=role, lean=await self._lean("kinesis"))
             poll = s.kinesis_poll_interval_seconds
         else:
             service = DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
-                                             arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region)
+                                             arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region,
+                                             lean=await self._lean("dynamodbstreams"))
             poll = s.dynamodb_poll_interval_seconds
         try:
             await self.when_reachable(f"stream {esm.EventSourceArn}", service.shards)
@@ -117,6 +118,12 @@ class SourceFactory:
                 window_close_seconds=s.tumbling_window_close_seconds),
             discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
             budget=self._prefetch)
+
+    async def _lean(self, service: str) -> Any:
+        """GetRecords signed and sent without botocore's per-call machinery (unless turned off)."""
+        if not self._config().broker.stream_lean_get_records:
+            return None
+        return await self._aws.lean(service, "GetRecords")
 
     async def _local_stream_arn(self, arn: str) -> str:
         """The embedded demo's ``.../stream/latest``: the table's current stream (its real ARN carries

@@ -21,8 +21,9 @@ class KinesisService:
     max_records_per_read = 10_000
     data_key = "data"
 
-    def __init__(self, client: Any, *, arn: str, region: str, identity_arn: str) -> None:
+    def __init__(self, client: Any, *, arn: str, region: str, identity_arn: str, lean: Any = None) -> None:
         self._client = client
+        self._get_records = lean or client.get_records  # LeanJsonCall: the idle shards' hot call
         keep_raw_json(client, "GetRecords")
         self.arn = arn
         self._stream_name = arn.split(":stream/", 1)[1]  # StreamName: what every Kinesis (and emulator) takes
@@ -54,7 +55,7 @@ class KinesisService:
         return str((await call(self._client.get_shard_iterator, **kwargs))["ShardIterator"])
 
     async def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
-        response = (await call(self._client.get_records, ShardIterator=iterator,
+        response = (await call(self._get_records, ShardIterator=iterator,
                                Limit=max(1, min(limit, self.max_records_per_read))))[RAW]
         records = [self._wrap(raw, shard_id) for raw in response.get("Records", [])]
         return ReadResult(records, response.get("NextShardIterator"), response.get("MillisBehindLatest"))

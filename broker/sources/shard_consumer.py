@@ -204,6 +204,7 @@ class ShardConsumer:
         self._read_to_end = False
         labels = (function.name, spec.uuid)
         self._m_polled = metrics.polled_events.labels(*labels)
+        self._m_reads = metrics.stream_reads.labels(*labels)
         self._m_filtered = metrics.filtered_out_events.labels(*labels)
         self._m_invoked = metrics.invoked_events.labels(*labels)
         self._m_failed = metrics.failed_invoke_events.labels(*labels)
@@ -313,6 +314,7 @@ class ShardConsumer:
                 if pause > 0 and not await self._sleep(pause):
                     break
                 last_call = self._clock.monotonic()
+                self._m_reads.inc()
                 try:
                     result = await self._service.read(self.shard.shard_id, iterator,
                                                       self._read_size)
