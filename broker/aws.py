@@ -135,13 +135,17 @@ class LeanJsonCall:
         self._region = client.meta.region_name
         self._url = client.meta.endpoint_url.rstrip("/") + "/"
         self._session = session
+        self._signer: SigV4Auth | None = None  # kept while the client's frozen credentials stay the same
 
     async def __call__(self, **params: Any) -> dict[str, Any]:
         credentials = await self._credentials()
-        request = AWSRequest(method="POST", url=self._url, data=json.dumps(params).encode(),
+        if self._signer is None or self._signer.credentials != credentials:
+            self._signer = SigV4Auth(credentials, self._signing_name, self._region)
+        body = json.dumps(params).encode()
+        request = AWSRequest(method="POST", url=self._url, data=body,
                              headers={"Content-Type": self._content_type, "X-Amz-Target": self._target})
-        SigV4Auth(credentials, self._signing_name, self._region).add_auth(request)
-        async with self._session.post(self._url, data=request.body, headers=dict(request.headers.items())) as resp:
+        self._signer.add_auth(request)
+        async with self._session.post(self._url, data=body, headers=dict(request.headers.items())) as resp:
             body = await resp.read()
             status = resp.status
         if status < 300:
@@ -207,9 +211,12 @@ class AwsClients:
         if client.meta.service_model.metadata.get("protocol") != "json":
             return None
         if self._http is None:
+            # No cookie jar, no decompression, no per-request total timer: what a signed JSON call
+            # to one endpoint needs, and each of them showed in the idle poll's profile.
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=70, connect=5), skip_auto_headers=("User-Agent",))
+                timeout=aiohttp.ClientTimeout(total=70, connect=5),
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, skip_auto_headers=("User-Agent",))
         return LeanJsonCall(client, operation, self._http)
 
     async def aclose(self) -> None:
