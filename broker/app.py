@@ -230,6 +230,26 @@ class App:
             for uuid_ in [u for u in self._api_docs if u not in stored]:
                 await self._drop_mapping(uuid_)
                 log.info("api_mapping_deleted", mapping=uuid_)
+            await self._apply_enabled_overrides()
+
+    async def _apply_enabled_overrides(self) -> None:
+        """Pauses and resumes of file mappings made through the API on any replica, until the file
+        itself changes ``Enabled`` (then the override lapses and the file's value applies)."""
+        assert self._registry is not None
+        try:
+            overrides = await self._registry.enabled_overrides()
+        except BrokerError as exc:
+            log.warning("api_mappings_unavailable", error=str(exc))
+            return
+        for uuid_, (enabled, file_then) in overrides.items():
+            runner = self.runners.get(uuid_)
+            if runner is None or runner.from_api:
+                continue
+            if runner.file_enabled != file_then:
+                with contextlib.suppress(BrokerError):
+                    await self._registry.drop_enabled_override(uuid_)
+                continue
+            runner.set_enabled(enabled)
 
     async def _drop_mapping(self, uuid_: str) -> None:
         if uuid_ in self.runners:

@@ -13,6 +13,7 @@ from broker.arns import resolve_name, source_kind
 from broker.config.models import EventSourceMapping
 from broker.control.service import MappingService
 from broker.control.validation import Refused
+from broker.errors import BrokerError
 from broker.sources.mapping import MappingRunner
 from broker.types import SourceKind
 
@@ -149,11 +150,21 @@ class _Api:
             return await self._guarded(self._control.update(uuid, body), "Updating")
         if runner is None:
             return self._not_found(uuid)
-        enabled, refusal = _enabled_change(await request.read())
+        return await self._pause_or_resume(runner, await request.read())
+
+    async def _pause_or_resume(self, runner: MappingRunner, raw: bytes) -> web.Response:
+        """A file mapping: only ``Enabled`` changes through the API."""
+        enabled, refusal = _enabled_change(raw)
         if refusal is not None:
             return refusal
         if enabled is not None:
             runner.set_enabled(enabled)
+            if self._control is not None:  # every replica applies it, and it outlives restarts
+                try:
+                    await self._control.remember_enabled(runner.uuid, enabled, runner.file_enabled)
+                except BrokerError as exc:
+                    return aws_error(503, "ServiceException", f"the pause could not be kept: {exc}",
+                                     error_type="Service")
         return web.json_response(self._show(runner), status=202)
 
 

@@ -3,8 +3,10 @@ they survive restarts of all of them:
 
     {broker}:mappings   hash  UUID -> JSON {"mapping": <EventSourceMapping fields>, "last_modified": epoch s}
 
-File mappings stay in the file (declared); the API may pause and resume them. Each replica reads
-the hash every second and starts, restarts (changed) or stops (deleted) what it runs to match.
+File mappings stay in the file (declared); the API may pause and resume them, which is kept in
+``{broker}:mapping-enabled`` with the file's value at the time, so every replica applies it, it
+survives restarts and reloads, and it lapses once the file itself changes ``Enabled``. Each replica
+reads both hashes every second and starts, restarts (changed) or stops (deleted) what it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from broker.redis_state import translated
 
 KEY = "{broker}:mappings"
+PAUSES = "{broker}:mapping-enabled"  # file mapping UUID -> {"enabled": bool, "file": the file's value then}
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,21 @@ class MappingRegistry:
     @translated
     async def delete(self, uuid: str) -> bool:
         return bool(await self._redis.hdel(KEY, uuid))
+
+    @translated
+    async def enabled_overrides(self) -> dict[str, tuple[bool, bool]]:
+        """File mappings paused or resumed through the API: UUID -> (Enabled set, the file's Enabled then)."""
+        raw = await self._redis.hgetall(PAUSES)
+        out = {}
+        for key, value in raw.items():
+            doc = json.loads(value)
+            out[key.decode() if isinstance(key, bytes) else str(key)] = (bool(doc["enabled"]), bool(doc["file"]))
+        return out
+
+    @translated
+    async def set_enabled_override(self, uuid: str, enabled: bool, file_enabled: bool) -> None:
+        await self._redis.hset(PAUSES, uuid, json.dumps({"enabled": enabled, "file": file_enabled}))
+
+    @translated
+    async def drop_enabled_override(self, uuid: str) -> None:
+        await self._redis.hdel(PAUSES, uuid)

@@ -36,6 +36,13 @@ class MappingService:
         self._apply = apply  # this replica follows the registry now (the others within a second)
         self._account = account
 
+    async def remember_enabled(self, mapping_uuid: str, enabled: bool, file_enabled: bool) -> None:
+        """A file mapping paused or resumed through the API: kept until the file changes ``Enabled``."""
+        if enabled == file_enabled:
+            await self._registry.drop_enabled_override(mapping_uuid)
+        else:
+            await self._registry.set_enabled_override(mapping_uuid, enabled, file_enabled)
+
     async def exists(self, mapping_uuid: str) -> bool:
         return mapping_uuid in await self._registry.all()
 

@@ -115,6 +115,10 @@ class MappingRunner:
             self.source.stop()
         self._changed.set()
 
+    @property
+    def file_enabled(self) -> bool:
+        return self._file_enabled
+
     def file_changed_enabled(self, enabled: bool) -> None:
         """A config reload: the file's ``Enabled`` applies only if the file changed it, so a pause or
         resume made through the API is never undone by an unrelated edit of the file."""

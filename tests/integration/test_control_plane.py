@@ -240,3 +240,26 @@ async def test_the_aws_cli_manages_mappings(aws: Any, broker: BrokerRunner, targ
         assert json.loads(deleted.stdout)["State"] == "Deleting"
         again = await asyncio.to_thread(cli, "delete-event-source-mapping", "--uuid", uuid)
         assert "ResourceNotFoundException" in again.stderr
+
+
+async def test_a_pause_of_a_file_mapping_outlives_restarts_and_reaches_other_replicas(
+        aws: Any, broker: BrokerRunner, redis_server: Any, moto_server: Any, target: RecordingTarget,
+        tmp_path: Any) -> None:
+    from tests.servers import queue_arn  # noqa: PLC0415
+
+    await aws.create_queue("paused-q")
+    functions = {"f": {"Target": {"Url": target.url}}}
+    mapping = {"FunctionName": "f", "EventSourceArn": queue_arn("paused-q")}
+    async with broker.run(functions, [mapping]) as app:
+        uuid = next(iter(app.runners))
+        await asyncio.to_thread(_client(app).update_event_source_mapping, UUID=uuid, Enabled=False)
+        (tmp_path / "other").mkdir()
+        async with BrokerRunner(redis_server, moto_server, tmp_path / "other").run(functions, [mapping],
+                                                                                   replica_id="other") as other:
+            await _until(lambda: other.runners[uuid].state == "Disabled")
+    async with broker.run(functions, [mapping]) as app:  # restarted: still paused
+        await _until(lambda: app.runners[uuid].state == "Disabled")
+    async with broker.run(functions, [{**mapping, "Enabled": False}]) as app:
+        await asyncio.sleep(1.5)
+    async with broker.run(functions, [mapping]) as app:  # the file changed Enabled since: the file decides
+        await _until(lambda: app.runners[uuid].state == "Enabled")
