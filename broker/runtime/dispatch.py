@@ -355,6 +355,14 @@ class Dispatcher:
         for _ in range(max(0, min(wanted, room))):
             self._launch()
 
+    def want_environment(self) -> None:
+        """An invocation went to the shared queue: start a managed environment here if none is free
+        (another replica's may take it first; the surplus retires when idle)."""
+        if self._start_process is None or self._closed:
+            return
+        if all(e.state is EnvState.BUSY for e in self.environments.values()) and len(self.environments) < self._max:
+            self._launch()
+
     def _launch(self) -> None:
         assert self._start_process is not None
         self._serial += 1

@@ -109,6 +109,7 @@ class RuntimeHost:
         """The ``Invoker`` protocol: run once in one of this function's environments (of any replica,
         for a function with a shared port)."""
         if self._shared is not None:
+            self.dispatcher.want_environment()
             return await self._shared.invoke(payload, ctx, limit_seconds)
         return await self.dispatcher.invoke(payload, ctx, limit_seconds)
 

@@ -239,3 +239,24 @@ async def test_dynamodb_stream_and_kinesis_in_managed_environments(aws: Aws, bro
                     for r in json.loads(line)["event"].get("Records", [])}
 
         await wait_until(lambda: sources() == {"aws:dynamodb", "aws:kinesis"}, timeout=30)
+
+
+async def test_managed_and_external_environments_serve_one_function(broker: BrokerRunner, external_env: Any,
+                                                                     tmp_path: Path) -> None:
+    """A function with both a Command and an ApiPort: managed environments start on demand, and an
+    external one connected to the same port takes work too."""
+    functions = {"f": {"Target": {"Runtime": {
+        "ApiPort": 0, "Command": [sys.executable, "-m", "awslambdaric", "tests.handlers.behaviours.handler"],
+        "WorkingDirectory": str(ROOT),
+        "Environment": {"Variables": {"PYTHONPATH": str(ROOT), "MARK_DIR": str(tmp_path)}}}}, "Timeout": 5}}
+    async with broker.run(functions, []) as app:
+        status, _, body = await _invoke(app, {"id": "managed"})
+        assert status == 200, body
+        managed = body["pid"]
+        external = external_env(app.runtimes["f"].port)
+        await asyncio.sleep(1)  # the external runtime client starts and asks for work
+        results = await asyncio.gather(*(_invoke(app, {"id": f"n{n}", "sleep": 0.5}) for n in range(6)))
+        pids = {body["pid"] for status, _, body in results if status == 200}
+        assert external.pid in pids, "the external environment took work"
+        assert pids - {external.pid}, "so did managed ones"
+        assert managed
