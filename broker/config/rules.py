@@ -27,6 +27,8 @@ _STREAM_ONLY = (
     "BisectBatchOnFunctionError",
     "TumblingWindowInSeconds",
 )
+_NO_STARTING_POSITION = ("1 validation error detected: Value null at 'startingPosition' failed to satisfy "
+                         "constraint: Member must not be null.")
 _UNSUPPORTED_DESTINATION = "Unsupported DestinationConfig parameter for given event source mapping type."
 _UUID_NAMESPACE = uuid.UUID("8c1d5e6a-3b1f-4c52-9a57-2f0e6b1d7c40")
 MIN_UNRESERVED_CONCURRENCY = 100
@@ -215,7 +217,7 @@ def _check_stream(esm: EventSourceMapping, path: str, kind: SourceKind, now: flo
                                   "ScalingConfig is only supported for SQS event sources"))
     if esm.StartingPosition is None:
         issues.append(ConfigIssue(f"{path}.StartingPosition",
-                                  "StartingPosition is required for Kinesis and DynamoDB streams"))
+                                  _NO_STARTING_POSITION))
     elif esm.StartingPosition == "AT_TIMESTAMP" and kind is SourceKind.DYNAMODB:
         issues.append(ConfigIssue(f"{path}.StartingPosition",
                                   f"Unsupported starting position for arn type: {esm.EventSourceArn}"))

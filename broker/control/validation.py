@@ -45,13 +45,21 @@ def check(fields: dict[str, Any], *, functions: dict[str, FunctionConfig], allow
         raise Refused(400, "InvalidParameterValueException", "Function does not exist")
     issues = rules.check(Config(functions=functions, event_source_mappings=[esm]))
     mapping_issues = [i for i in issues if i.path.startswith("event_source_mappings")]
-    if mapping_issues:
+    if mapping_issues:  # the rules speak AWS's wording already (the config file shows the same)
         message = mapping_issues[0].message
-        if "StartingPosition is required" in message:
-            raise Refused(400, "InvalidParameterValueException", "1 validation error detected: Value null at "
-                          "'startingPosition' failed to satisfy constraint: Member must not be null.")
+        if message.startswith(_BAD_FILTER):  # the file's message adds what is wrong; AWS's stops here
+            message = _BAD_FILTER
         raise Refused(400, "InvalidParameterValueException", message)
     return esm
+
+
+_BAD_FILTER = "Invalid filter pattern definition."
+# Lambda's own order of an enum's values in its messages
+_ENUMS = {"startingPosition": "[LATEST, AT_TIMESTAMP, TRIM_HORIZON]"}
+
+
+def _listed(expected: str) -> str:
+    return "[" + expected.replace("'", "").replace(" or ", ", ") + "]"
 
 
 def _validation(exc: ValidationError) -> Refused:
@@ -62,7 +70,7 @@ def _validation(exc: ValidationError) -> Refused:
     ctx = error.get("ctx") or {}
     kind = error["type"]
     if kind == "literal_error":
-        constraint = f"Member must satisfy enum value set: [{ctx.get('expected', '').replace(chr(39), '')}]"
+        constraint = f"Member must satisfy enum value set: {_ENUMS.get(member, _listed(ctx.get('expected', '')))}"
     elif kind in ("greater_than_equal", "greater_than"):
         constraint = f"Member must have value greater than or equal to {ctx.get('ge', ctx.get('gt'))}"
     elif kind in ("less_than_equal", "less_than"):

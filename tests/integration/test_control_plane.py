@@ -263,3 +263,51 @@ async def test_a_pause_of_a_file_mapping_outlives_restarts_and_reaches_other_rep
         await asyncio.sleep(1.5)
     async with broker.run(functions, [mapping]) as app:  # the file changed Enabled since: the file decides
         await _until(lambda: app.runners[uuid].state == "Enabled")
+
+
+async def test_validation_errors_through_the_api_speak_aws(aws: Any, broker: BrokerRunner,
+                                                          target: RecordingTarget) -> None:
+    """Spec §9.5's cases through CreateEventSourceMapping, each with AWS's exception type and wording;
+    and a DynamoDB Streams mapping created through the API that delivers."""
+    from tests.integration.test_dynamodb_streams import create_table  # noqa: PLC0415
+    from tests.servers import queue_arn, stream_arn  # noqa: PLC0415
+
+    await aws.create_queue("v-q")
+    await aws.call("kinesis", "create_stream", StreamName="v-s", ShardCount=1)
+    table = await create_table(aws, "v-t")
+    async with broker.run({"f": {"Target": {"Url": target.url}}}, [], dynamodb_poll_interval_seconds=0.1) as app:
+        lam = _client(app)
+        cases = [
+            ({"EventSourceArn": queue_arn("v-q"), "BatchSize": 50}, "InvalidParameterValueException",
+             "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10"),
+            ({"EventSourceArn": queue_arn("v-q"), "FilterCriteria": {"Filters": [{"Pattern": "{oops"}]}},
+             "InvalidParameterValueException", "Invalid filter pattern definition."),
+            ({"EventSourceArn": stream_arn("v-s")}, "InvalidParameterValueException",
+             "1 validation error detected: Value null at 'startingPosition' failed to satisfy constraint: "
+             "Member must not be null."),
+            ({"EventSourceArn": stream_arn("v-s"), "StartingPosition": "invalid"}, "ValidationException",
+             "1 validation error detected: Value 'invalid' at 'startingPosition' failed to satisfy constraint: "
+             "Member must satisfy enum value set: [LATEST, AT_TIMESTAMP, TRIM_HORIZON]"),
+            ({"EventSourceArn": table, "StartingPosition": "AT_TIMESTAMP", "StartingPositionTimestamp": 1},
+             "InvalidParameterValueException", f"Unsupported starting position for arn type: {table}"),
+            ({"EventSourceArn": stream_arn("v-s"), "StartingPosition": "LATEST",
+              "DestinationConfig": {"OnSuccess": {"Destination": queue_arn("v-q")}}},
+             "InvalidParameterValueException", "Unsupported DestinationConfig parameter for given event source "
+                                               "mapping type."),
+            ({"EventSourceArn": stream_arn("missing"), "StartingPosition": "LATEST"},
+             "InvalidParameterValueException", f"Stream not found: {stream_arn('missing')}"),
+            ({"EventSourceArn": queue_arn("missing")}, "InvalidParameterValueException",
+             "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. SQS "
+             "Error Message: The specified queue does not exist."),
+        ]
+        for fields, code, message in cases:
+            with pytest.raises(ClientError) as refused:
+                await asyncio.to_thread(lam.create_event_source_mapping, FunctionName="f", **fields)
+            error = refused.value.response["Error"]
+            assert (error["Code"], error["Message"]) == (code, message), fields
+        created = await asyncio.to_thread(lam.create_event_source_mapping, FunctionName="f", EventSourceArn=table,
+                                          StartingPosition="TRIM_HORIZON")
+        assert created["StateTransitionReason"] == "User action"
+        await aws.call("dynamodb", "put_item", TableName="v-t", Item={"id": {"S": "x"}})
+        await target.wait_for(lambda calls: any(r.get("eventSource") == "aws:dynamodb"
+                                                for c in calls for r in c.event["Records"]), timeout=30)

@@ -85,7 +85,8 @@ def test_stream_only_parameters_rejected_for_sqs() -> None:
 def test_stream_rules() -> None:
     """StartingPosition is required; DynamoDB has no AT_TIMESTAMP; record age 1..59 invalid; no OnSuccess."""
     assert errors(one_mapping(EventSourceArn=S)) == [
-        "event_source_mappings[0].StartingPosition: StartingPosition is required for Kinesis and DynamoDB streams"]
+        "event_source_mappings[0].StartingPosition: 1 validation error detected: Value null at 'startingPosition' "
+        "failed to satisfy constraint: Member must not be null."]
     assert errors(one_mapping(EventSourceArn=D, StartingPosition="AT_TIMESTAMP", StartingPositionTimestamp=1)) == [
         f"event_source_mappings[0].StartingPosition: Unsupported starting position for arn type: {D}"]
     assert errors(one_mapping(EventSourceArn=S, StartingPosition="LATEST", MaximumRecordAgeInSeconds=30)) == [
