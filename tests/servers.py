@@ -216,6 +216,7 @@ class Kinesalite:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.port = free_port()
+        self._jumps = root / f"clock-{self.port}.jumps"  # how many times its clock has moved on
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -236,20 +237,29 @@ class Kinesalite:
             self.root.mkdir(parents=True, exist_ok=True)
             subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(self.root), "kinesalite@3"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-        clock = self.root / "clock.js"  # kinesalite reads Date.now(); SIGUSR2 moves it 301 s on
-        clock.write_text("const real = Date.now; let offset = 0;\n"
-                         "Date.now = () => real() + offset;\n"
-                         "process.on('SIGUSR2', () => { offset += 301000; });\n")
+        # kinesalite reads Date.now(); SIGUSR2 moves it 301 s on and writes how many times it has
+        clock = self.root / "clock.js"
+        self._jumps.write_text("0")
+        clock.write_text("const fs = require('fs'); const real = Date.now; let jumps = 0;\n"
+                         "Date.now = () => real() + jumps * 301000;\n"
+                         "process.on('SIGUSR2', () => { jumps += 1;"
+                         " fs.writeFileSync(process.env.KINESALITE_JUMPS, String(jumps)); });\n")
         self._proc = subprocess.Popen(
             ["node", "--require", str(clock), str(script), "--port", str(self.port), "--createStreamMs", "10",
-             "--updateStreamMs", "10", "--deleteStreamMs", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--updateStreamMs", "10", "--deleteStreamMs", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "KINESALITE_JUMPS": str(self._jumps)})
         wait_for_port(self.port, self._proc, "kinesalite", timeout=30)
 
     def expire_iterators(self) -> None:
         """Move kinesalite's clock past its 5-minute iterator lifetime: every iterator handed out so
         far now gets ExpiredIteratorException from kinesalite's own check."""
         assert self._proc is not None
+        expected = str(int(self._jumps.read_text()) + 1)
         self._proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while self._jumps.read_text() != expected:  # the signal is handled between node's events
+            assert time.monotonic() < deadline, "kinesalite never moved its clock"
+            time.sleep(0.01)
 
     def stop(self) -> None:
         if self._proc:
