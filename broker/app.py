@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import functools
 import json
-import shutil
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import structlog
@@ -28,12 +27,10 @@ from redis.exceptions import RedisError
 from broker import __version__, demo, redis_client
 from broker.api import concurrency as concurrency_api
 from broker.api import functions as functions_api
-from broker.api import health, mappings
+from broker.api import health, mappings, server
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
-from broker.api.auth import Key, SigV4
-from broker.api.errors import lambda_errors
-from broker.arns import parse_arn, source_kind
+from broker.arns import source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
@@ -43,12 +40,12 @@ from broker.concurrency.reservations import Reservations
 from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
+from broker.control.follower import RegistryFollower
 from broker.control.registry import MappingRegistry
 from broker.control.service import MappingService
-from broker.control.validation import Refused
 from broker.destinations.sender import DestinationSender
-from broker.embedded import DataDirLock, EmbeddedAws, RedisServer, port_is_free
-from broker.errors import AwsError, BrokerError, StartupError
+from broker.embedded import start_embedded_aws, start_embedded_redis
+from broker.errors import BrokerError
 from broker.function_factory import FunctionFactory
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
@@ -56,11 +53,10 @@ from broker.redis_state import AutoPipeline, StateMarker
 from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
 from broker.sources.mapping import MappingRunner, Source
-from broker.sources.shard_consumer import PrefetchBudget
+from broker.sources.shard_reader import PrefetchBudget
 from broker.types import SourceKind
 
 log = structlog.get_logger("broker.app")
-T = TypeVar("T")
 
 
 class App:
@@ -91,15 +87,13 @@ class App:
         self._workers: dict[str, AsyncWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}  # "mapping:<uuid>" / "worker:<name>" -> task
         self._group: asyncio.TaskGroup | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._permits: Permits | None = None
         self.runtimes: dict[str, RuntimeHost] = {}  # execution environments of Runtime and Handler targets
         self._registry: MappingRegistry | None = None
         self._sources: SourceFactory | None = None
         self._factory: FunctionFactory | None = None
         self.control: MappingService | None = None
-        self._api_docs: dict[str, str] = {}  # API mappings this replica runs, as stored
-        self._apply_lock = asyncio.Lock()
+        self._follower: RegistryFollower | None = None
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -111,8 +105,9 @@ class App:
     async def run(self) -> None:
         settings = self.config.broker
         async with contextlib.AsyncExitStack() as stack:
-            redis_url = await self._start_redis(stack)
-            endpoint = await self._start_aws(stack)
+            embedded_redis, embedded_aws = settings.redis_url == "embedded", settings.aws_endpoint_url == "embedded"
+            redis_url = start_embedded_redis(settings, stack) if embedded_redis else settings.redis_url
+            endpoint = await start_embedded_aws(settings, stack) if embedded_aws else settings.aws_endpoint_url
             self._redis = await stack.enter_async_context(redis_client.connected(redis_url))
             self._marker = StateMarker(self._redis)
             self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
@@ -128,17 +123,20 @@ class App:
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=None))
             stack.push_async_callback(http.close)
-            self._http = http
             self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
             self._sources = SourceFactory(
                 config=lambda: self.config, aws=self._aws, redis=self._redis, pipeline=self._pipeline,
                 sender=self._sender, metrics=self.metrics, clock=self.clock, replica=self.replica_id,
                 prefetch=self._prefetch, stopping=self._stopping)
             self._registry = MappingRegistry(self._redis)
+            self._follower = RegistryFollower(
+                self._registry, runners=self.runners, functions=lambda: self.functions,
+                file_uuids=lambda: {m.UUID or "" for m in self.config.event_source_mappings},
+                start=self._start_api_mapping, stop=self._drop_mapping)
             self.control = MappingService(
                 registry=self._registry, functions=lambda: self.config.functions,
                 file_mappings=lambda: {m.UUID or "": m for m in self.config.event_source_mappings},
-                probe=self._probe_source, apply=self._apply_api_mappings, account=settings.account_id)
+                probe=self._sources.check, apply=self._apply_api_mappings, account=settings.account_id)
             self._factory = FunctionFactory(
                 config=lambda: self.config, aws=self._aws, http=http, redis=self._redis, metrics=self.metrics,
                 clock=self.clock, permits=self._permits, replica=self.replica_id, runtimes=self.runtimes)
@@ -160,126 +158,22 @@ class App:
 
     # ------------------------------------------------------------------ start-up
 
-    async def _start_redis(self, stack: contextlib.AsyncExitStack) -> str:
-        settings = self.config.broker
-        if settings.redis_url != "embedded":
-            return settings.redis_url
-        lock = DataDirLock(settings.data_dir)
-        lock.acquire()
-        stack.callback(lock.release)
-        data = settings.data_dir / "redis"
-        if settings.aws_endpoint_url == "embedded" and data.exists():
-            # The embedded emulator starts empty every run: Redis state (checkpoints, queues) from a
-            # previous run would point into streams and queues that no longer exist.
-            shutil.rmtree(data)
-            log.info("embedded_redis_reset", dir=str(data), reason="the embedded AWS emulator starts empty")
-        server = RedisServer(data)
-        server.start()  # on this thread: the server's parent-death signal follows the thread that started it
-        stack.callback(server.stop)
-        log.info("embedded_redis_started", url=server.url, dir=str(server.data_dir))
-        return server.url
-
-    async def _start_aws(self, stack: contextlib.AsyncExitStack) -> str | None:
-        settings = self.config.broker
-        endpoint = settings.aws_endpoint_url
-        if endpoint != "embedded":
-            return endpoint
-        wanted = settings.embedded_aws_port
-        port = wanted if wanted and port_is_free(wanted) else None
-        if wanted and port is None:
-            log.warning("embedded_aws_port_taken", port=wanted, setting="broker.embedded_aws_port",
-                        note="another process listens there; a free port is used instead")
-        server = EmbeddedAws(account_id=settings.account_id, port=port)
-        await asyncio.to_thread(server.start)
-        stack.callback(server.stop)
-        log.info("embedded_aws_started", endpoint=server.url,
-                 paste=f"export AWS_ENDPOINT_URL={server.url} AWS_DEFAULT_REGION={settings.region} "
-                       "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
-        return server.url
-
     async def _apply_api_mappings(self) -> None:
-        """Run what the registry holds: start new API mappings, restart changed ones (streams go on
-        from their checkpoints, SQS pollers with the new settings), stop deleted ones."""
-        if self._registry is None or self._group is None or self._stopping.is_set():
-            return
-        async with self._apply_lock:
-            try:
-                stored = await self._registry.all()
-            except BrokerError as exc:
-                log.warning("api_mappings_unavailable", error=str(exc))
-                return
-            file_uuids = {m.UUID for m in self.config.event_source_mappings}
-            for uuid_, item in stored.items():
-                if uuid_ in file_uuids or self._api_docs.get(uuid_) == item.document:
-                    continue
-                await self._drop_mapping(uuid_)
-                esm = EventSourceMapping.model_validate(item.mapping)
-                if esm.FunctionName not in self.functions:
-                    log.error("mapping_not_started", mapping=uuid_,
-                              error=f"function {esm.FunctionName} is not declared")
-                    continue
-                try:
-                    await self._add_mapping(esm, from_api=True)
-                except BrokerError as exc:
-                    log.error("mapping_not_started", mapping=uuid_, error=str(exc))
-                    continue
-                self.runners[uuid_].last_modified = item.last_modified
-                self._api_docs[uuid_] = item.document
-                self._spawn(f"mapping:{uuid_}", self.runners[uuid_].run())
-                log.info("api_mapping_applied", mapping=uuid_, function=esm.FunctionName)
-            for uuid_ in [u for u in self._api_docs if u not in stored]:
-                await self._drop_mapping(uuid_)
-                log.info("api_mapping_deleted", mapping=uuid_)
-            await self._apply_enabled_overrides()
+        """Follow the registry now (also every second): what API mappings this replica runs."""
+        if self._follower is not None and self._group is not None and not self._stopping.is_set():
+            await self._follower.apply()
 
-    async def _apply_enabled_overrides(self) -> None:
-        """Pauses and resumes of file mappings made through the API on any replica, until the file
-        itself changes ``Enabled`` (then the override lapses and the file's value applies)."""
-        assert self._registry is not None
-        try:
-            overrides = await self._registry.enabled_overrides()
-        except BrokerError as exc:
-            log.warning("api_mappings_unavailable", error=str(exc))
-            return
-        for uuid_, (enabled, file_then) in overrides.items():
-            runner = self.runners.get(uuid_)
-            if runner is None or runner.from_api:
-                continue
-            if runner.file_enabled != file_then:
-                with contextlib.suppress(BrokerError):
-                    await self._registry.drop_enabled_override(uuid_)
-                continue
-            runner.set_enabled(enabled)
+    async def _start_api_mapping(self, esm: EventSourceMapping, last_modified: float) -> None:
+        await self._add_mapping(esm, from_api=True)
+        assert esm.UUID is not None
+        self.runners[esm.UUID].last_modified = last_modified
+        self._spawn(f"mapping:{esm.UUID}", self.runners[esm.UUID].run())
 
     async def _drop_mapping(self, uuid_: str) -> None:
         if uuid_ in self.runners:
             await self._stop_tasks([f"mapping:{uuid_}"])
             self.runners.pop(uuid_, None)
             self.kinds.pop(uuid_, None)
-        self._api_docs.pop(uuid_, None)
-
-    async def _probe_source(self, esm: EventSourceMapping) -> None:
-        """CreateEventSourceMapping's check that the queue or stream exists, with AWS's wording."""
-        assert self._aws is not None
-        arn = parse_arn(esm.EventSourceArn)
-        try:
-            if source_kind(esm.EventSourceArn) is SourceKind.SQS:
-                sqs = await self._aws.client("sqs")
-                await call(sqs.get_queue_url, QueueName=arn.resource, QueueOwnerAWSAccountId=arn.account)
-            elif arn.service == "kinesis":
-                kinesis = await self._aws.client("kinesis")
-                await call(kinesis.describe_stream_summary, StreamARN=esm.EventSourceArn)
-            else:
-                streams = await self._aws.client("dynamodbstreams")
-                await call(streams.describe_stream, StreamArn=esm.EventSourceArn)
-        except AwsError as exc:
-            if exc.retryable:
-                raise Refused(503, "ServiceException", f"the event source could not be checked: {exc}") from exc
-            if source_kind(esm.EventSourceArn) is SourceKind.SQS:
-                raise Refused(400, "InvalidParameterValueException",
-                              "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService."
-                              "NonExistentQueue. SQS Error Message: The specified queue does not exist.") from exc
-            raise Refused(400, "InvalidParameterValueException", f"Stream not found: {esm.EventSourceArn}") from exc
 
     def _pool(self, name: str) -> Pool:
         """The permit pool of ``name`` under the current config (so a reload applies at once)."""
@@ -314,28 +208,10 @@ class App:
         self.runners[esm.UUID] = runner
         self.kinds[esm.UUID] = kind
 
-    def _api_middlewares(self) -> list[Any]:
-        """SigV4 on every Lambda route unless the config chose otherwise (said once at start)."""
-        s = self.config.broker
-        api = s.api
-        if api.authenticated:
-            keys = [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources))
-                    for c in api.credentials]
-            log.info("api_authentication", mode="sigv4", access_key_ids=[k.access_key_id for k in keys])
-            return [lambda_errors, SigV4(keys, region=s.region, account=s.account_id, clock=self.clock,
-                                     metrics=self.metrics).middleware]
-        if api.loopback:
-            log.info("api_unauthenticated", host=api.host,
-                     note="no credentials configured: only processes on this machine can reach the API")
-        else:
-            log.warning("api_unauthenticated_network", host=api.host,
-                        note="auth: none with allow_unauthenticated_network: anyone who reaches the port may "
-                             "invoke functions, change concurrency and pause mappings")
-        return [lambda_errors]
-
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
-        app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=self._api_middlewares())
+        app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=server.middlewares(
+            s.api, region=s.region, account=s.account_id, clock=self.clock, metrics=self.metrics))
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_gauges))
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region, account=s.account_id,
                                        functions=lambda: self.config.functions, control=self.control))
@@ -347,19 +223,7 @@ class App:
         app.add_routes(functions_api.routes(lambda: self.config.functions, self.reservations.reserved, self._redis,
                                             region=s.region, account=s.account_id,
                                             started=self._started_at))
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, s.api.host, s.api.port, backlog=1024)  # bursts of new connections wait, not reset
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise StartupError(f"broker.api.port: cannot listen on {s.api.host}:{s.api.port} ({exc.strerror or exc}); "
-                               "is another broker running? Set broker.api.port (or BROKER_API_PORT) to a free port"
-                               ) from exc
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.api_port = sockets[0].getsockname()[1] if sockets else s.api.port
+        runner, self.api_port = await server.listen(app, s.api)
         log.info("api_listening", host=s.api.host, port=self.api_port, version=__version__)
         return runner
 
@@ -423,7 +287,6 @@ class App:
         task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
 
     async def _add_function(self, name: str, fn: FunctionConfig) -> None:
-        assert self._http is not None
         assert self._redis is not None
         assert self._factory is not None
         self.functions[name] = await self._factory.build(name, fn)

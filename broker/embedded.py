@@ -6,6 +6,8 @@ the ``local`` extra, never to the production image.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import fcntl
 import logging
@@ -21,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from broker.config.models import BrokerSettings
 from broker.errors import StartupError
 
 log = structlog.get_logger("broker.embedded")
@@ -180,3 +183,39 @@ class EmbeddedAws:
             self._server.stop()
             self._server = None
 
+
+
+def start_embedded_redis(settings: BrokerSettings, stack: contextlib.AsyncExitStack) -> str:
+    """``redis_url: embedded``: a private redis-server under ``data_dir`` (one broker per folder),
+    stopped with ``stack``; its URL."""
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    stack.callback(lock.release)
+    data = settings.data_dir / "redis"
+    if settings.aws_endpoint_url == "embedded" and data.exists():
+        # The embedded emulator starts empty every run: Redis state (checkpoints, queues) from a
+        # previous run would point into streams and queues that no longer exist.
+        shutil.rmtree(data)
+        log.info("embedded_redis_reset", dir=str(data), reason="the embedded AWS emulator starts empty")
+    server = RedisServer(data)
+    server.start()  # on the caller's thread: the server's parent-death signal follows the thread that started it
+    stack.callback(server.stop)
+    log.info("embedded_redis_started", url=server.url, dir=str(server.data_dir))
+    return server.url
+
+
+async def start_embedded_aws(settings: BrokerSettings, stack: contextlib.AsyncExitStack) -> str:
+    """``aws_endpoint_url: embedded``: the in-process emulator on ``embedded_aws_port`` (a free port
+    if that one is taken, logged), stopped with ``stack``; its URL and a ready-to-paste export line."""
+    wanted = settings.embedded_aws_port
+    port = wanted if wanted and port_is_free(wanted) else None
+    if wanted and port is None:
+        log.warning("embedded_aws_port_taken", port=wanted, setting="broker.embedded_aws_port",
+                    note="another process listens there; a free port is used instead")
+    server = EmbeddedAws(account_id=settings.account_id, port=port)
+    await asyncio.to_thread(server.start)
+    stack.callback(server.stop)
+    log.info("embedded_aws_started", endpoint=server.url,
+             paste=f"export AWS_ENDPOINT_URL={server.url} AWS_DEFAULT_REGION={settings.region} "
+                   "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
+    return server.url

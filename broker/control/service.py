@@ -19,6 +19,7 @@ from broker.config import rules
 from broker.config.models import EventSourceMapping, FunctionConfig
 from broker.control.registry import MappingRegistry, StoredMapping
 from broker.control.validation import CREATABLE, UPDATABLE, Refused, check
+from broker.errors import AwsError
 from broker.types import SourceKind
 
 _NOT_FOUND = "The resource you requested does not exist."
@@ -32,7 +33,7 @@ class MappingService:
         self._registry = registry
         self._functions = functions
         self._file = file_mappings
-        self._probe = probe  # Refused if the queue or stream does not exist
+        self._probe = probe  # AwsError if the queue or stream does not exist
         self._apply = apply  # this replica follows the registry now (the others within a second)
         self._account = account
 
@@ -52,7 +53,7 @@ class MappingService:
         esm = check(fields, functions=dict(self._functions()), allowed=CREATABLE)
         await self._refuse_duplicate(esm)
         rules.apply_defaults(esm)
-        await self._probe(esm)
+        await self._source_exists(esm)
         await self._registry.put(StoredMapping(esm.UUID or "", _fields(esm), time.time()))
         await self._apply()
         return esm
@@ -86,6 +87,19 @@ class MappingService:
         await self._registry.delete(mapping_uuid)
         await self._apply()
         return EventSourceMapping.model_validate(stored.mapping)
+
+    async def _source_exists(self, esm: EventSourceMapping) -> None:
+        """CreateEventSourceMapping's check that the queue or stream exists, in AWS's wording."""
+        try:
+            await self._probe(esm)
+        except AwsError as exc:
+            if exc.retryable:
+                raise Refused(503, "ServiceException", f"the event source could not be checked: {exc}") from exc
+            if source_kind(esm.EventSourceArn) is SourceKind.SQS:
+                raise Refused(400, "InvalidParameterValueException",
+                              "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService."
+                              "NonExistentQueue. SQS Error Message: The specified queue does not exist.") from exc
+            raise Refused(400, "InvalidParameterValueException", f"Stream not found: {esm.EventSourceArn}") from exc
 
     def _normalized(self, fields: dict[str, Any]) -> dict[str, Any]:
         fields = dict(fields)

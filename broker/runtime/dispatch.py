@@ -52,7 +52,6 @@ class Invocation:
     ctx: InvokeContext
     timeout: float
     result: asyncio.Future[InvokeResult]
-    queued_at: float
     handed_at: float = 0.0
     init_seconds: float | None = None
     log: list[str] = field(default_factory=list)
@@ -89,7 +88,7 @@ class Dispatcher:
         self.function = function
         self.environments: dict[str, Environment] = {}
         self._waiting: collections.deque[Invocation] = collections.deque()
-        self._in_flight: dict[str, Invocation] = {}
+        self._in_flight: dict[str, Environment] = {}  # request id -> the environment running it
         self._arrived = asyncio.Condition()
         self._max = max_environments
         self._provisioned = min(provisioned, max_environments)
@@ -112,7 +111,7 @@ class Dispatcher:
         """Run once in an environment; TargetThrottled if none took it within the init timeout
         plus the function's timeout (no environment free, none could start)."""
         loop = asyncio.get_running_loop()
-        inv = Invocation(payload, ctx, limit_seconds, loop.create_future(), time.monotonic())
+        inv = Invocation(payload, ctx, limit_seconds, loop.create_future())
         self._waiting.append(inv)
         await self._notify()
         self._scale()
@@ -287,15 +286,14 @@ class Dispatcher:
             self._m_warm.inc()
         env.current = inv
         env.state = EnvState.BUSY
-        self._in_flight[inv.ctx.request_id] = inv
+        self._in_flight[inv.ctx.request_id] = env
         env.timer = asyncio.get_running_loop().call_later(inv.timeout, self._timed_out, env, inv)
         inv.log.append(f"START RequestId: {inv.ctx.request_id} Version: $LATEST\n")
         self._gauge()
 
     def _answer(self, request_id: str, body: bytes, error: str | None) -> bool:
-        inv = self._in_flight.get(request_id)
-        env = next((e for e in self.environments.values() if e.current is inv), None) if inv else None
-        if inv is None or env is None:
+        env = self._in_flight.get(request_id)
+        if env is None or env.current is None or env.current.ctx.request_id != request_id:
             return False
         self._settle(env, body, error)
         return True

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from broker.arns import parse_arn
+from broker.arns import parse_arn, source_kind
 from broker.aws import AwsClients, call
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
@@ -25,7 +25,7 @@ from broker.sources.dynamodb_streams import DynamoDBStreamsService
 from broker.sources.kinesis import KinesisService
 from broker.sources.leases import LeaseTable
 from broker.sources.mapping import Source
-from broker.sources.shard_consumer import PrefetchBudget, StreamSettings
+from broker.sources.shard_reader import PrefetchBudget, StreamSettings
 from broker.sources.sqs import SqsMapping, SqsSettings
 from broker.sources.streams import StreamService
 from broker.sources.supervisor import StreamMapping
@@ -86,21 +86,32 @@ class SourceFactory:
                 backoff_base_seconds=s.retry_backoff_base_seconds,
                 backoff_max_seconds=s.retry_backoff_max_seconds))
 
-    async def _stream(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> StreamMapping:
-        assert esm.UUID is not None
+    async def check(self, esm: EventSourceMapping) -> None:
+        """One call that fails (AwsError) if the mapping's queue or stream does not exist."""
+        kind = source_kind(esm.EventSourceArn)
+        if kind is SourceKind.SQS:
+            arn = parse_arn(esm.EventSourceArn)
+            await call((await self._aws.client("sqs")).get_queue_url, QueueName=arn.resource,
+                       QueueOwnerAWSAccountId=arn.account)
+        else:
+            await (await self._stream_service(esm, kind)).shards()
+
+    async def _stream_service(self, esm: EventSourceMapping, kind: SourceKind) -> StreamService:
         s = self._config().broker
-        service: StreamService
         if kind is SourceKind.KINESIS:
             role = self._config().functions[esm.FunctionName].Role or \
                 f"arn:aws:iam::{s.account_id}:role/{esm.FunctionName}"
-            service = KinesisService(await self._aws.client("kinesis"), arn=esm.EventSourceArn,
-                                     region=s.region, identity_arn=role, lean=await self._lean("kinesis"))
-            poll = s.kinesis_poll_interval_seconds
-        else:
-            service = DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
-                                             arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region,
-                                             lean=await self._lean("dynamodbstreams"))
-            poll = s.dynamodb_poll_interval_seconds
+            return KinesisService(await self._aws.client("kinesis"), arn=esm.EventSourceArn,
+                                  region=s.region, identity_arn=role, lean=await self._lean("kinesis"))
+        return DynamoDBStreamsService(await self._aws.client("dynamodbstreams"),
+                                      arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region,
+                                      lean=await self._lean("dynamodbstreams"))
+
+    async def _stream(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> StreamMapping:
+        assert esm.UUID is not None
+        s = self._config().broker
+        service = await self._stream_service(esm, kind)
+        poll = s.kinesis_poll_interval_seconds if kind is SourceKind.KINESIS else s.dynamodb_poll_interval_seconds
         try:
             await self.when_reachable(f"stream {esm.EventSourceArn}", service.shards)
         except AwsError as exc:

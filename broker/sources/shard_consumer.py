@@ -9,9 +9,9 @@
          └──(stop(): pause, shutdown, rebalance)──► SHUTTING_DOWN ──► SHUTDOWN
                                                     (batches in hand finish; final checkpoint)
 
-Inside PROCESSING a reader task fetches pages (bounded prefetch: it stops fetching while the
-buffer is full) and routes each record to one of ``ParallelizationFactor`` lanes by a hash of its
-key, so one key's records stay in order while different keys run in parallel. The checkpoint only
+Inside PROCESSING a reader task (``shard_reader``) fetches pages (bounded prefetch: it stops
+fetching while the buffer is full) and routes each record to one of ``ParallelizationFactor`` lanes
+by a hash of its key, so one key's records stay in order while different keys run in parallel. The checkpoint only
 moves past a record when it and everything before it are handled (``CheckpointTracker``).
 
 A batch is resolved by the stream rules of spec §1.2-§1.3, §2.3-§2.6: throttles and unreachable
@@ -31,9 +31,8 @@ import contextlib
 import enum
 import json
 import uuid
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -50,14 +49,12 @@ from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.leases import Fence
+from broker.sources.shard_reader import Lane, PrefetchBudget, ShardReader, StreamSettings
 from broker.sources.streams import StreamService
 from broker.sources.windows import Window, response_state, state_too_large, window_start
-from broker.types import InvokeResult, ShardInfo, SourceKind, StreamRecord
+from broker.types import InvokeResult, ShardInfo, StreamRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-# Prefetch bound in bytes per shard: large records (up to 1 MB each in Kinesis) must not let two
-# reads of 2,000 records hold gigabytes. A read still happens whenever the buffer is below it.
-PREFETCH_MAX_BYTES = 8 * 1024 * 1024
 log = structlog.get_logger("broker.streams")
 
 
@@ -69,48 +66,12 @@ class ConsumerState(enum.Enum):
     SHUTDOWN = "shutdown"
 
 
-class PrefetchBudget:
-    """Bytes of records read ahead and not yet handled, across all shard consumers of a replica, so
-    that many shards behind a slow function cannot hold more than ``limit`` between them. A shard
-    with nothing buffered may always read, so every shard keeps moving."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.used = 0
-        self._freed = asyncio.Event()
-
-    def take(self, size: int) -> None:
-        self.used += size
-
-    def give(self, size: int) -> None:
-        self.used -= size
-        self._freed.set()
-
-    @property
-    def exhausted(self) -> bool:
-        return self.used >= self.limit
-
-    async def freed(self) -> None:
-        self._freed.clear()
-        await self._freed.wait()
-
-
 class ShutdownReason(enum.IntEnum):
     """Ranked as in KCL: a higher reason overrides a lower one."""
 
     REQUESTED = 1  # final checkpoint of what is handled
     SHARD_END = 2  # checkpoint SHARD_END so children may start
     LEASE_LOST = 3  # never checkpoint
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    poll_interval_seconds: float = 1.0
-    idle_poll_max_seconds: float = 0.0  # > poll interval: an idle shard's polls slow down to this
-    min_read_interval_seconds: float = 0.2  # Kinesis allows 5 GetRecords per second per shard
-    backoff_base_seconds: float = 1.0
-    backoff_max_seconds: float = 300.0
-    window_close_seconds: float = 120.0  # a tumbling window with no later record closes this long after its end
 
 
 @dataclass(frozen=True)
@@ -133,27 +94,11 @@ class StreamMappingSpec:
 
 
 @dataclass
-class _Lane:
-    items: collections.deque[StreamRecord] = field(default_factory=collections.deque)
-    closed: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    window: Window | None = None  # the open tumbling window (TumblingWindowInSeconds > 0)
-
-    def put(self, record: StreamRecord) -> None:
-        self.items.append(record)
-        self.changed.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.changed.set()
-
-
-@dataclass
 class _Work:
     """A batch (or a part of one after bisecting or a partial response) being resolved."""
 
     records: list[StreamRecord]
-    lane: _Lane
+    lane: Lane
     attempts: int = 0  # function errors spent
     invokes: int = 0  # invocations of exactly these records
     request_id: str = ""
@@ -170,7 +115,6 @@ class ShardConsumer:
                  metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
                  checkpoint: str | None = None, fence: Fence | None = None,
                  on_result: Callable[[str], None] = lambda _: None, budget: PrefetchBudget | None = None) -> None:
-        self.shard = shard
         self.state = ConsumerState.INITIALIZING
         self._service = service
         self._spec = spec
@@ -179,33 +123,23 @@ class ShardConsumer:
         self._sender = sender
         self._clock = clock
         self._settings = settings
-        self._start = start
+        self._start_position = start[0]
         self._on_result = on_result
         self._stop = asyncio.Event()
         self._tracker = CheckpointTracker()
         self._checkpoint_lock = asyncio.Lock()
         self._fence = fence
         self._lease_lost = False
-        self._lanes = [_Lane() for _ in range(spec.parallelization)]
-        self._buffered = 0
-        self._buffered_bytes = 0
-        self._budget = budget
-        # Reads are large enough for two batches per lane and for 5 reads a second to keep up with a
-        # busy shard (Kinesis serves up to 2 MB/s per shard to a reader). The prefetch bound is two
-        # reads, and the reader waits for room for a whole one: a bound of one read made each read
-        # only as large as what the lanes had drained since the last (~1,000 records at 5 reads/s
-        # on kinesalite, lanes idle 87% of the time waiting for records).
-        self._read_size = max(spec.batch_size * spec.parallelization * 2, 2000)
-        self._buffer_limit = 2 * self._read_size
-        self._space = asyncio.Event()
-        self._last_read: str | None = checkpoint
+        self._lanes = [Lane() for _ in range(spec.parallelization)]
         self._checkpointed: str | None = checkpoint
-        self._opened_at: float | None = None
-        self._read_to_end = False
+        # Reads are large enough for two batches per lane and for 5 reads a second to keep up with a
+        # busy shard (Kinesis serves up to 2 MB/s per shard to a reader).
+        self._reader = ShardReader(
+            shard=shard, service=service, lanes=self._lanes, tracker=self._tracker, record_filter=spec.filter,
+            start=start, checkpoint=checkpoint, read_size=max(spec.batch_size * spec.parallelization * 2, 2000),
+            settings=settings, clock=clock, sleep=self._sleep, stopped=self._stop,
+            checkpoint_now=self._write_checkpoint, metrics=metrics, labels=(function.name, spec.uuid), budget=budget)
         labels = (function.name, spec.uuid)
-        self._m_polled = metrics.polled_events.labels(*labels)
-        self._m_reads = metrics.stream_reads.labels(*labels)
-        self._m_filtered = metrics.filtered_out_events.labels(*labels)
         self._m_invoked = metrics.invoked_events.labels(*labels)
         self._m_failed = metrics.failed_invoke_events.labels(*labels)
         self._m_dropped = metrics.dropped_events.labels(*labels)
@@ -220,7 +154,7 @@ class ShardConsumer:
         if self.state is ConsumerState.PROCESSING:
             self.state = ConsumerState.SHUTTING_DOWN
         self._stop.set()
-        self._space.set()
+        self._reader.wake()
         for lane in self._lanes:
             lane.changed.set()
 
@@ -236,9 +170,13 @@ class ShardConsumer:
         """The last checkpoint this consumer wrote (or started from)."""
         return self._checkpointed
 
+    @property
+    def shard(self) -> ShardInfo:
+        return self._reader.shard
+
     def mark_closed(self, ending_sequence: str) -> None:
         """Discovery saw this shard close (resharding)."""
-        self.shard = ShardInfo(self.shard.shard_id, self.shard.parents, ending_sequence)
+        self._reader.shard = ShardInfo(self.shard.shard_id, self.shard.parents, ending_sequence)
 
     async def run(self) -> ShutdownReason:
         """``checkpoint`` (given by the supervisor, which reads them all at once) is where to resume."""
@@ -247,21 +185,19 @@ class ShardConsumer:
             self.state = ConsumerState.SHARD_END
             return ShutdownReason.SHARD_END
         self.state = ConsumerState.PROCESSING
-        log.info("shard_consumer_started", checkpoint=self._checkpointed, start=self._start[0])
+        log.info("shard_consumer_started", checkpoint=self._checkpointed, start=self._start_position)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read())
+                group.create_task(self._reader.run())
                 for lane in self._lanes:
                     group.create_task(self._work(lane))
         finally:
-            if self._budget is not None:  # records left unhandled at a stop are dropped: hand their bytes back
-                self._budget.give(self._buffered_bytes)
-            self._buffered_bytes = 0
+            self._reader.release_all()
         await self._write_checkpoint()
         if self._lease_lost:
             self.state = ConsumerState.SHUTDOWN
             return ShutdownReason.LEASE_LOST
-        if self._read_to_end and self._tracker.pending == 0 and not self._stop.is_set():
+        if self._reader.read_to_end and self._tracker.pending == 0 and not self._stop.is_set():
             if not await self._checkpoints.put(self.shard.shard_id, SHARD_END, self._fence):
                 self.lose_lease()
                 return ShutdownReason.LEASE_LOST
@@ -271,127 +207,6 @@ class ShardConsumer:
         self.state = ConsumerState.SHUTDOWN
         log.info("shard_consumer_stopped", checkpoint=self._checkpointed)
         return ShutdownReason.REQUESTED
-
-    # ------------------------------------------------------------------ reading
-
-    async def _open_iterator(self) -> str:
-        """From the last record read (never re-delivering buffered ones), else the checkpoint,
-        else the start position; a re-opened LATEST iterator resumes at the time it first opened."""
-        svc, shard = self._service, self.shard.shard_id
-        if self._last_read is not None:
-            return await svc.iterator(shard, "AFTER_SEQUENCE_NUMBER", sequence=self._last_read)
-        position, timestamp = self._start
-        if self._opened_at is not None and position == "LATEST" and svc.kind is SourceKind.KINESIS:
-            return await svc.iterator(shard, "AT_TIMESTAMP", timestamp=self._opened_at)
-        self._opened_at = self._opened_at or self._clock.time()
-        return await svc.iterator(shard, position, timestamp=timestamp)
-
-    async def _reopen(self, failures: int = 0) -> str | None:
-        """An iterator from where reading stands, retried with backoff while AWS is unreachable
-        or throttling; None if stop() came first."""
-        while True:
-            try:
-                return await self._open_iterator()
-            except BrokerError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("get_shard_iterator_failed", error=str(exc))
-                if not await self._sleep(self._backoff(failures)):
-                    return None
-                failures += 1
-
-    async def _read(self) -> None:
-        try:
-            iterator = await self._reopen()
-            if iterator is None:
-                return
-            last_call = -1e18
-            empty_reads = 0
-            while not self._stop.is_set():
-                while self._buffer_full() and not self._stop.is_set():
-                    await self._wait_for_room()
-                pause = last_call + self._settings.min_read_interval_seconds - self._clock.monotonic()
-                if pause > 0 and not await self._sleep(pause):
-                    break
-                last_call = self._clock.monotonic()
-                self._m_reads.inc()
-                try:
-                    result = await self._service.read(self.shard.shard_id, iterator,
-                                                      self._read_size)
-                except BrokerError as exc:
-                    # Expired or invalid iterators (the emulator answers 500) are re-opened from
-                    # the last record read; throttles back off.
-                    log.warning("get_records_failed", error=str(exc))
-                    if not await self._sleep(self._settings.poll_interval_seconds):
-                        break
-                    reopened = await self._reopen()
-                    if reopened is None:
-                        break
-                    iterator = reopened
-                    continue
-                for record in result.records:
-                    self._dispatch(record)
-                await self._write_checkpoint()  # filtered-out records pass the checkpoint too
-                empty_reads = 0 if result.records else empty_reads + 1
-                if result.next_iterator is None or self._at_end(empty_reads):
-                    self._read_to_end = True
-                    break
-                iterator = result.next_iterator
-                if not result.records and not await self._sleep(self._idle_pause(empty_reads)):
-                    break
-        finally:
-            for lane in self._lanes:
-                lane.close()
-
-    def _buffer_full(self) -> bool:
-        """No room for a whole read, the records held already take PREFETCH_MAX_BYTES, or the
-        replica's prefetch budget is spent (unless this shard holds nothing)."""
-        return (self._buffered > self._buffer_limit - self._read_size or self._buffered_bytes >= PREFETCH_MAX_BYTES
-                or (self._budget is not None and self._budget.exhausted and self._buffered > 0))
-
-    async def _wait_for_room(self) -> None:
-        """Until this shard's lanes or (with a budget) any shard's lanes hand records on, or stop()."""
-        self._space.clear()
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._space.wait())]
-        if self._budget is not None:
-            waits.append(asyncio.ensure_future(self._budget.freed()))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-
-    def _idle_pause(self, empty_reads: int) -> float:
-        """Lambda polls an idle shard every poll interval; with ``idle_poll_max_seconds`` set the
-        pause doubles per empty read up to that cap (cheaper for many idle shards, slower to notice
-        the first record after a quiet spell)."""
-        base = self._settings.poll_interval_seconds
-        cap = max(base, self._settings.idle_poll_max_seconds)
-        return float(min(cap, base * 2.0 ** min(max(0, empty_reads - 1), 30)))
-
-    def _at_end(self, empty_reads: int) -> bool:
-        """A closed shard read to its end. Services that never return a null iterator (the AWS
-        emulator) are caught by the shard's ending sequence number from the listing."""
-        ending = self.shard.ending_sequence
-        if ending is None or empty_reads == 0:
-            return False
-        return (self._last_read is not None and int(self._last_read) >= int(ending)) or empty_reads >= 3
-
-    def _dispatch(self, record: StreamRecord) -> None:
-        self._last_read = record.sequence
-        self._m_polled.inc()
-        self._tracker.add(record.seq)
-        flt = self._spec.filter
-        if flt is not None and not flt.matches(record.record, *self._service.filter_view(record)):
-            self._m_filtered.inc()
-            self._tracker.complete(record.seq)
-            return
-        lane = self._lanes[zlib.crc32(record.key.encode()) % len(self._lanes)]
-        self._buffered += 1
-        self._buffered_bytes += len(record.encoded)
-        if self._budget is not None:
-            self._budget.take(len(record.encoded))
-        lane.put(record)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; False if stop() arrived."""
@@ -406,13 +221,13 @@ class ShardConsumer:
 
     # ------------------------------------------------------------------ batching
 
-    async def _work(self, lane: _Lane) -> None:
+    async def _work(self, lane: Lane) -> None:
         seconds = self._spec.tumbling_window_seconds
         while True:
             batch = await self._next_batch(lane)
             try:
                 if batch is None:  # the reader finished: a shard read to its end closes the window
-                    if lane.window and self._read_to_end and not self._stop.is_set():
+                    if lane.window and self._reader.read_to_end and not self._stop.is_set():
                         await self._close_window(lane)
                     return
                 if seconds and (not batch or (lane.window and window_start(batch[0].arrival, seconds)
@@ -427,14 +242,9 @@ class ShardConsumer:
                 return
             finally:
                 if batch:
-                    size = sum(len(r.encoded) for r in batch)
-                    self._buffered -= len(batch)
-                    self._buffered_bytes -= size
-                    if self._budget is not None:
-                        self._budget.give(size)
-                    self._space.set()
+                    self._reader.handed_on(batch)
 
-    async def _next_batch(self, lane: _Lane) -> list[StreamRecord] | None:
+    async def _next_batch(self, lane: Lane) -> list[StreamRecord] | None:
         """The next batch; None once the lane is closed; [] when the open tumbling window is due to close."""
         arrived = await self._records_arrived(lane)
         if arrived is not True:
@@ -465,7 +275,7 @@ class ShardConsumer:
             size += len(nxt.encoded) + 1
         return batch
 
-    async def _records_arrived(self, lane: _Lane) -> bool | None:
+    async def _records_arrived(self, lane: Lane) -> bool | None:
         """Wait for records: True when some are there, None if the lane closed (or stop() came),
         False when the lane's open tumbling window is due to close first."""
         while not lane.items:
@@ -484,7 +294,7 @@ class ShardConsumer:
 
     # ------------------------------------------------------------------ resolving a batch
 
-    async def _resolve(self, batch: list[StreamRecord], lane: _Lane) -> None:
+    async def _resolve(self, batch: list[StreamRecord], lane: Lane) -> None:
         spec = self._spec
         work = collections.deque([_Work(batch, lane)])
         while work:
@@ -620,7 +430,7 @@ class ShardConsumer:
 
     # ------------------------------------------------------------------ tumbling windows
 
-    async def _take_state(self, lane: _Lane, result: InvokeResult) -> InvokeResult:
+    async def _take_state(self, lane: Lane, result: InvokeResult) -> InvokeResult:
         """Keep the response's state; a response without one is a failed invocation. A state
         above 1 MB ends the window early, and it goes on with a fresh state."""
         window = lane.window
@@ -636,7 +446,7 @@ class ShardConsumer:
             lane.window = Window(window.start, window.seconds)
         return result
 
-    async def _close_window(self, lane: _Lane) -> None:
+    async def _close_window(self, lane: Lane) -> None:
         """The window's final invocation, retried until it succeeds (the shard waits, as Lambda's
         does); then the checkpoint passes the window's records and its state is dropped."""
         window = lane.window
@@ -667,7 +477,7 @@ class ShardConsumer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    async def _done(self, records: list[StreamRecord], lane: _Lane) -> None:
+    async def _done(self, records: list[StreamRecord], lane: Lane) -> None:
         """Records handled: checkpointable now, or (in a tumbling window) once the window closes."""
         if lane.window is not None:
             lane.window.held.extend(records)

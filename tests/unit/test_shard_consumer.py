@@ -14,13 +14,8 @@ from broker.errors import AwsError
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END
-from broker.sources.shard_consumer import (
-    PrefetchBudget,
-    ShardConsumer,
-    ShutdownReason,
-    StreamMappingSpec,
-    StreamSettings,
-)
+from broker.sources.shard_consumer import ShardConsumer, ShutdownReason, StreamMappingSpec
+from broker.sources.shard_reader import PrefetchBudget, StreamSettings, idle_pause
 from broker.sources.streams import ReadResult
 from broker.types import InvokeContext, InvokeResult, ShardInfo, SourceKind, StreamRecord
 
@@ -194,9 +189,7 @@ async def test_a_stopped_shard_hands_its_prefetch_back() -> None:
 
 def test_idle_pause_is_lambdas_interval_unless_a_cap_is_set() -> None:
     """Default: every empty read waits the poll interval; with a cap the pause doubles up to it."""
-    stream = StreamTwin(1, expire_after=100)
-    default = consumer(stream, Recorder(), MemoryCheckpoints())
-    assert [default._idle_pause(n) for n in (1, 2, 5, 50)] == [0.01, 0.01, 0.01, 0.01]
-    capped = consumer(stream, Recorder(), MemoryCheckpoints())
-    capped._settings = StreamSettings(poll_interval_seconds=1.0, idle_poll_max_seconds=30.0)
-    assert [capped._idle_pause(n) for n in (1, 2, 3, 5, 6, 50)] == [1.0, 2.0, 4.0, 16.0, 30.0, 30.0]
+    default = StreamSettings(poll_interval_seconds=0.01)
+    assert [idle_pause(default, n) for n in (1, 2, 5, 50)] == [0.01, 0.01, 0.01, 0.01]
+    capped = StreamSettings(poll_interval_seconds=1.0, idle_poll_max_seconds=30.0)
+    assert [idle_pause(capped, n) for n in (1, 2, 3, 5, 6, 50)] == [1.0, 2.0, 4.0, 16.0, 30.0, 30.0]

@@ -1,0 +1,83 @@
+"""Each replica follows the registry: API mappings started, restarted when changed (streams go on
+from their checkpoints, SQS pollers with the new settings), stopped when deleted; and the pauses
+and resumes of file mappings made through the API on any replica, until the file itself changes
+``Enabled`` (then the override lapses and the file's value applies)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
+
+from broker.config.models import EventSourceMapping
+from broker.control.registry import MappingRegistry
+from broker.errors import BrokerError
+from broker.sources.mapping import MappingRunner
+
+log = structlog.get_logger("broker.app")
+
+
+class RegistryFollower:
+    def __init__(self, registry: MappingRegistry, *, runners: Mapping[str, MappingRunner],
+                 file_uuids: Callable[[], set[str]], functions: Callable[[], Mapping[str, object]],
+                 start: Callable[[EventSourceMapping, float], Awaitable[None]],
+                 stop: Callable[[str], Awaitable[None]]) -> None:
+        self._registry = registry
+        self._runners = runners
+        self._file_uuids = file_uuids  # file mappings win on a UUID both hold
+        self._functions = functions
+        self._start = start  # build and run an API mapping (its last-modified time given)
+        self._stop = stop  # stop a mapping and forget it
+        self._applied: dict[str, str] = {}  # API mappings run here, as stored
+        self._lock = asyncio.Lock()
+
+    async def apply(self) -> None:
+        async with self._lock:
+            try:
+                stored = await self._registry.all()
+            except BrokerError as exc:
+                log.warning("api_mappings_unavailable", error=str(exc))
+                return
+            file_uuids = self._file_uuids()
+            for uuid_, item in stored.items():
+                if uuid_ in file_uuids or self._applied.get(uuid_) == item.document:
+                    continue
+                await self._forget(uuid_)
+                esm = EventSourceMapping.model_validate(item.mapping)
+                if esm.FunctionName not in self._functions():
+                    log.error("mapping_not_started", mapping=uuid_,
+                              error=f"function {esm.FunctionName} is not declared")
+                    continue
+                try:
+                    await self._start(esm, item.last_modified)
+                except BrokerError as exc:
+                    log.error("mapping_not_started", mapping=uuid_, error=str(exc))
+                    continue
+                self._applied[uuid_] = item.document
+                log.info("api_mapping_applied", mapping=uuid_, function=esm.FunctionName)
+            for uuid_ in [u for u in self._applied if u not in stored]:
+                await self._forget(uuid_)
+                log.info("api_mapping_deleted", mapping=uuid_)
+            await self._apply_enabled_overrides()
+
+    async def _forget(self, uuid_: str) -> None:
+        await self._stop(uuid_)
+        self._applied.pop(uuid_, None)
+
+    async def _apply_enabled_overrides(self) -> None:
+        try:
+            overrides = await self._registry.enabled_overrides()
+        except BrokerError as exc:
+            log.warning("api_mappings_unavailable", error=str(exc))
+            return
+        for uuid_, (enabled, file_then) in overrides.items():
+            runner = self._runners.get(uuid_)
+            if runner is None or runner.from_api:
+                continue
+            if runner.file_enabled != file_then:
+                with contextlib.suppress(BrokerError):
+                    await self._registry.drop_enabled_override(uuid_)
+                continue
+            runner.set_enabled(enabled)
