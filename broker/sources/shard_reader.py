@@ -44,6 +44,25 @@ class StreamSettings:
     window_close_seconds: float = 120.0  # a tumbling window with no later record closes this long after its end
 
 
+@dataclass(frozen=True)
+class StreamMappingSpec:
+    """What a shard consumer needs of its mapping."""
+
+    uuid: str
+    batch_size: int
+    window_seconds: float
+    parallelization: int
+    max_retry_attempts: int  # -1: forever
+    max_record_age_seconds: int  # -1: forever
+    bisect: bool
+    report_batch_item_failures: bool
+    destination: str | None
+    starting_position: str
+    starting_timestamp: float | None
+    filter: RecordFilter | None
+    tumbling_window_seconds: int = 0
+
+
 class PrefetchBudget:
     """Bytes of records read ahead and not yet handled, across all shard consumers of a replica, so
     that many shards behind a slow function cannot hold more than ``limit`` between them. A shard

@@ -23,8 +23,8 @@ from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.leases import Fence, LeaseTable
-from broker.sources.shard_consumer import ShardConsumer, ShutdownReason, StreamMappingSpec
-from broker.sources.shard_reader import PrefetchBudget, StreamSettings
+from broker.sources.shard_consumer import ShardConsumer, ShutdownReason
+from broker.sources.shard_reader import PrefetchBudget, StreamMappingSpec, StreamSettings
 from broker.sources.streams import StreamService
 from broker.types import ShardInfo
 

@@ -14,8 +14,8 @@ from broker.errors import AwsError
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
 from broker.sources.checkpoints import SHARD_END
-from broker.sources.shard_consumer import ShardConsumer, ShutdownReason, StreamMappingSpec
-from broker.sources.shard_reader import PrefetchBudget, StreamSettings, idle_pause
+from broker.sources.shard_consumer import ShardConsumer, ShutdownReason
+from broker.sources.shard_reader import PrefetchBudget, StreamMappingSpec, StreamSettings, idle_pause
 from broker.sources.streams import ReadResult
 from broker.types import InvokeContext, InvokeResult, ShardInfo, SourceKind, StreamRecord
 
