@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -49,7 +48,7 @@ from broker.errors import BrokerError
 from broker.function_factory import FunctionFactory
 from broker.invoking.base import Function
 from broker.observability.metrics import Metrics
-from broker.redis_state import AutoPipeline, StateMarker
+from broker.redis_state import AutoPipeline, Heartbeat
 from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
 from broker.sources.mapping import MappingRunner, Source
@@ -76,7 +75,7 @@ class App:
         self._stopping = asyncio.Event()
         self._draining = False
         self._redis: Any = None
-        self._marker: StateMarker | None = None
+        self._heartbeat: Heartbeat | None = None
         self._pipeline: AutoPipeline | None = None
         self.reservations: Reservations | None = None
         self._prefetch = PrefetchBudget(config.broker.stream_prefetch_max_mib * 1024 * 1024)
@@ -109,7 +108,10 @@ class App:
             redis_url = start_embedded_redis(settings, stack) if embedded_redis else settings.redis_url
             endpoint = await start_embedded_aws(settings, stack) if embedded_aws else settings.aws_endpoint_url
             self._redis = await stack.enter_async_context(redis_client.connected(redis_url))
-            self._marker = StateMarker(self._redis)
+            self._heartbeat = Heartbeat(
+                self._redis, replica=self.replica_id, version=__version__, started=self._started_at,
+                interval=settings.heartbeat_interval_seconds, mappings=lambda: list(self.runners),
+                on_lost=self.metrics.state_lost.labels("redis").inc)
             self._pipeline = AutoPipeline(self._redis)  # hot paths (permits, async queues) batch their commands
             stack.push_async_callback(self._pipeline.aclose)
             self.reservations = Reservations(self._redis, lambda: self.config.functions,
@@ -239,7 +241,8 @@ class App:
                 self._start_worker(name)
             s = self.config.broker
             assert self.reservations is not None
-            background = [group.create_task(self._periodic(s.heartbeat_interval_seconds, self._heartbeat),
+            assert self._heartbeat is not None
+            background = [group.create_task(self._periodic(s.heartbeat_interval_seconds, self._heartbeat.beat),
                                             name="heartbeat"),
                           group.create_task(self._periodic(1.0, self.reservations.refresh), name="reservations"),
                           group.create_task(self._periodic(1.0, self._apply_api_mappings), name="api-mappings")]
@@ -380,25 +383,6 @@ class App:
         client = await self._aws.client("lambda")
         await call(client.invoke, FunctionName=arn, InvocationType="Event", Payload=event.encode())
 
-    async def _heartbeat(self) -> None:
-        """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring); and
-        the state marker compared, to notice a Redis that lost the broker's keys."""
-        assert self._redis is not None
-        assert self._marker is not None
-        interval = self.config.broker.heartbeat_interval_seconds
-        value = json.dumps({"replica": self.replica_id, "version": __version__,
-                            "started": self._started_at, "mappings": sorted(self.runners)})
-        try:
-            await self._redis.set(f"{{broker}}:replica:{self.replica_id}", value, px=int(interval * 3000))
-            if await self._marker.lost():
-                self.metrics.state_lost.labels("redis").inc()
-                log.error("redis_state_lost", what="redis",
-                          note="Redis answered without the broker's keys (a flush, or a failover to a "
-                               "replica that missed writes); consumer groups, scripts and heartbeats are "
-                               "recreated, stream mappings resume from the checkpoints this replica knew")
-        except (RedisError, OSError) as exc:
-            log.warning("heartbeat_failed", error=str(exc))
-
     async def readiness_problems(self) -> list[str]:
         problems: list[str] = []
         if self._draining:
@@ -431,13 +415,3 @@ class App:
 
 def _without_enabled(esm: EventSourceMapping) -> dict[str, Any]:
     return esm.model_dump(exclude={"Enabled"})
-
-
-def describe_config(config: Config) -> dict[str, Any]:
-    """Counts for ``broker validate``'s one-line summary."""
-    kinds: dict[str, int] = {}
-    for esm in config.event_source_mappings:
-        kind = source_kind(esm.EventSourceArn).value
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return {"functions": len(config.functions), "mappings": len(config.event_source_mappings),
-            "by_source": kinds}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import signal
 import sys
 import traceback
 from typing import Any
 
 from broker import __version__, redaction
+from broker.arns import source_kind
 from broker.errors import BrokerError, ConfigError, describe, leaf_errors
 
 
@@ -40,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {redaction.scrub(str(issue))}", file=sys.stderr)
         return 1
     if args.command == "validate":
-        from broker.app import describe_config  # noqa: PLC0415
         from broker.config import preflight  # noqa: PLC0415
 
         found = preflight.check(config)
@@ -50,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {redaction.scrub(str(issue))}", file=sys.stderr)
             return 1
 
-        summary = describe_config(config)
-        by_source = ", ".join(f"{k}: {v}" for k, v in sorted(summary["by_source"].items()))
-        print(f"{args.config}: ok: {summary['functions']} function(s), "
-              f"{summary['mappings']} mapping(s)" + (f" ({by_source})" if by_source else ""))
+        kinds = collections.Counter(source_kind(m.EventSourceArn).value for m in config.event_source_mappings)
+        by_source = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+        print(f"{args.config}: ok: {len(config.functions)} function(s), "
+              f"{len(config.event_source_mappings)} mapping(s)" + (f" ({by_source})" if by_source else ""))
         return 0
     return _run(config, args.config)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
+import structlog
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from broker.errors import StateLost, StateStoreError
@@ -18,6 +20,8 @@ from broker.errors import StateLost, StateStoreError
 P = ParamSpec("P")
 T = TypeVar("T")
 
+
+log = structlog.get_logger("broker.redis")
 
 def state_error(exc: RedisError | OSError) -> StateStoreError:
     """The broker's error for a redis-py or socket error: ``StateLost`` when Redis answered that a
@@ -58,6 +62,35 @@ class StateMarker:
             current = await self._redis.get(self.KEY)
         was, self._seen = self._seen, current
         return was is not None and current != was
+
+
+class Heartbeat:
+    """A per-replica key operators can read: ``{broker}:replica:<id>`` (JSON, expiring after three
+    intervals); and, on each beat, the state marker compared, to notice a Redis that lost the
+    broker's keys."""
+
+    def __init__(self, redis: Any, *, replica: str, version: str, started: float, interval: float,
+                 mappings: Callable[[], Sequence[str]], on_lost: Callable[[], None]) -> None:
+        self._redis = redis
+        self._key = f"{{broker}}:replica:{replica}"
+        self._fields = {"replica": replica, "version": version, "started": started}
+        self._ttl_ms = int(interval * 3000)
+        self._mappings = mappings
+        self._on_lost = on_lost
+        self._marker = StateMarker(redis)
+
+    async def beat(self) -> None:
+        value = json.dumps({**self._fields, "mappings": sorted(self._mappings())})
+        try:
+            await self._redis.set(self._key, value, px=self._ttl_ms)
+            if await self._marker.lost():
+                self._on_lost()
+                log.error("redis_state_lost", what="redis",
+                          note="Redis answered without the broker's keys (a flush, or a failover to a "
+                               "replica that missed writes); consumer groups, scripts and heartbeats are "
+                               "recreated, stream mappings resume from the checkpoints this replica knew")
+        except (RedisError, OSError) as exc:
+            log.warning("heartbeat_failed", error=str(exc))
 
 
 def lua(package: str, name: str) -> str:
