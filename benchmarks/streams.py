@@ -9,7 +9,8 @@ a stream grows) with an HTTP target that answers at once (benchmarks/target.py, 
    10% and 90%.
 2. Latency: one record every 50 ms; put -> target receipt, p50/p99, against the 1 s poll interval.
 3. Idle: the broker holding --idle-shards empty shards (streams of 50) for 30 s: RSS, CPU share of a
-   core and GetRecords per shard per second, with the lean GetRecords path and with aiobotocore's.
+   core and GetRecords per shard per second, with the lean GetRecords path and with aiobotocore's;
+   meanwhile a record every ~1 s on a random idle shard, put -> target receipt (p50, max).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -198,16 +200,23 @@ def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float
                    "api": {"host": "127.0.0.1", "port": port}, "log_level": "warning",
                    "stream_discovery_interval_seconds": 300, "stream_idle_poll_max_seconds": idle_max,
                    "stream_lean_get_records": lean},
-        "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},
+        "functions": {"bench": {"Target": {"Url": target + "?latency=1"}, "Timeout": 30}},
         "event_source_mappings": [{"FunctionName": "bench", "BatchSize": 100, "StartingPosition": "LATEST",
                                    "EventSourceArn": f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{name}"}
                                   for name in names],
     }))
     proc = run_broker(path, port)
     time.sleep(15 + idle_max)  # every shard consumer started and settled into its idle pace
+    seen = len(target_stats(target)["latencies"])
     cpu0, t0, reads0 = cpu_seconds(proc.pid), time.monotonic(), stream_reads(port)
-    time.sleep(30)
+    rng = random.Random(7)
+    while time.monotonic() - t0 < 30:  # now and then one record on a random idle shard
+        time.sleep(rng.uniform(0.5, 1.5))
+        client.put_record(StreamName=rng.choice(names), PartitionKey=f"k{rng.randrange(10**9)}",
+                          Data=json.dumps({"sent": time.time()}).encode())
     cpu1, t1, reads1 = cpu_seconds(proc.pid), time.monotonic(), stream_reads(port)
+    time.sleep(3)
+    first = sorted(target_stats(target)["latencies"][seen:])
     rss_kb = int(next(line.split()[1] for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                       if line.startswith("VmRSS")))
     proc.terminate()
@@ -217,7 +226,8 @@ def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float
     polls = (reads1 - reads0) / (t1 - t0) / shards
     print(f"idle: {shards} shards in {len(names)} streams ({pace}, {path_name}): RSS {rss_kb / 1024:.0f} MB, "
           f"CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core, {polls:.2f} polls per shard per second, "
-          f"{(cpu1 - cpu0) / max(1, reads1 - reads0) * 1e6:.0f} µs of CPU per poll", flush=True)
+          f"{(cpu1 - cpu0) / max(1, reads1 - reads0) * 1e6:.0f} µs of CPU per poll; first record on an idle shard: "
+          f"p50 {first[len(first) // 2]:.2f} s, max {first[-1]:.2f} s ({len(first)} records)", flush=True)
 
 
 def stream_reads(port: int) -> float:

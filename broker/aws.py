@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import (
     AsyncRetrying,
@@ -27,7 +28,9 @@ from tenacity import (
     wait_random,
 )
 
+from broker.aws_lean import RAW, LeanJsonCall
 from broker.errors import AwsError, AwsThrottled, BrokerError
+from broker.lean_http import HttpPool
 
 _THROTTLE_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
@@ -77,9 +80,6 @@ async def call(operation: Callable[..., Awaitable[Any]], /, attempts: int = 5, *
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-RAW = "Raw"
-
-
 def keep_raw_json(client: Any, operation: str) -> None:
     """Have ``client`` hand back ``operation``'s successful response as the JSON that was sent,
     under ``response["Raw"]``, instead of botocore's parse of it (errors are parsed as usual).
@@ -114,61 +114,6 @@ def _freeze_user_agent(client: Any) -> None:
     creator.to_string = lambda: frozen
 
 
-class LeanJsonCall:
-    """One JSON-protocol operation (GetRecords of Kinesis or DynamoDB Streams) sent without
-    botocore's per-call machinery, for the one call every idle shard makes every second.
-
-    Built from well-kept parts only: botocore's SigV4 signer (``SigV4Auth``) with the client's own
-    credentials (so IRSA, profiles and environment keys keep working, refreshed as botocore
-    refreshes them), aiohttp for transport, the client's endpoint. The response is the JSON as sent
-    (like ``keep_raw_json``). A failure becomes botocore's ``ClientError`` (or aiohttp's error) so
-    ``call`` classifies it exactly as it does for the aiobotocore path: throttles and 5xx retryable,
-    expired iterators not."""
-
-    def __init__(self, client: Any, operation: str, session: aiohttp.ClientSession) -> None:
-        model = client.meta.service_model
-        self._client = client
-        self._operation = operation
-        self._target = f"{model.metadata['targetPrefix']}.{operation}"
-        self._content_type = f"application/x-amz-json-{model.metadata.get('jsonVersion', '1.0')}"
-        self._signing_name = model.metadata.get("signingName") or model.endpoint_prefix
-        self._region = client.meta.region_name
-        self._url = client.meta.endpoint_url.rstrip("/") + "/"
-        self._session = session
-        self._signer: SigV4Auth | None = None  # kept while the client's frozen credentials stay the same
-
-    async def __call__(self, **params: Any) -> dict[str, Any]:
-        credentials = await self._credentials()
-        if self._signer is None or self._signer.credentials != credentials:
-            self._signer = SigV4Auth(credentials, self._signing_name, self._region)
-        body = json.dumps(params).encode()
-        request = AWSRequest(method="POST", url=self._url, data=body,
-                             headers={"Content-Type": self._content_type, "X-Amz-Target": self._target})
-        self._signer.add_auth(request)
-        async with self._session.post(self._url, data=body, headers=dict(request.headers.items())) as resp:
-            body = await resp.read()
-            status = resp.status
-        if status < 300:
-            return {RAW: json.loads(body or b"{}")}
-        raise ClientError(_error_response(status, body), self._operation)
-
-    async def _credentials(self) -> Any:
-        creds = self._client._request_signer._credentials  # the client's provider chain, refreshed by it
-        frozen = creds.get_frozen_credentials()
-        return await frozen if hasattr(frozen, "__await__") else frozen
-
-
-def _error_response(status: int, body: bytes) -> dict[str, Any]:
-    """botocore's shape of a JSON-protocol error (``__type`` may carry a namespace: ``a.b#Code``)."""
-    try:
-        doc = json.loads(body or b"{}")
-    except ValueError:
-        doc = {}
-    code = str(doc.get("__type", "") or doc.get("code", "") or f"HTTP{status}").rsplit("#", 1)[-1]
-    message = str(doc.get("message", doc.get("Message", "")))
-    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
-
-
 class AwsClients:
     """One aiobotocore client per service, opened lazily, closed together."""
 
@@ -185,7 +130,7 @@ class AwsClients:
         self._session = get_session()
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str, Any] = {}
-        self._http: aiohttp.ClientSession | None = None  # the lean calls' connections
+        self._pools: dict[str, HttpPool] = {}  # the lean calls' connections, per endpoint
         self._max_connections = max_pool_connections
 
     async def client(self, service: str, endpoint_url: str | None = None) -> Any:
@@ -210,18 +155,27 @@ class AwsClients:
         client = await self.client(service)
         if client.meta.service_model.metadata.get("protocol") != "json":
             return None
-        if self._http is None:
-            # No cookie jar, no decompression, no per-request total timer: what a signed JSON call
-            # to one endpoint needs, and each of them showed in the idle poll's profile.
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=70, connect=5),
-                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, skip_auto_headers=("User-Agent",))
-        return LeanJsonCall(client, operation, self._http)
+        url = client.meta.endpoint_url
+        parts = urllib.parse.urlsplit(url)
+        if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.netloc):
+            return None  # botocore sends through the proxy the environment names; the lean path does not
+        if url not in self._pools:
+            self._pools[url] = HttpPool(url, limit=self._max_connections, connect_timeout=5, read_timeout=70,
+                                        ca_bundle=os.environ.get("AWS_CA_BUNDLE") or _botocore_ca_bundle(),
+                                        monotonic=time.monotonic)
+        return LeanJsonCall(client, operation, self._pools[url])
 
     async def aclose(self) -> None:
         self._clients.clear()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
         await self._stack.aclose()
+
+
+def _botocore_ca_bundle() -> str | None:
+    """The CA bundle botocore verifies TLS with (certifi's, when installed)."""
+    from botocore.httpsession import get_cert_path  # noqa: PLC0415
+
+    path = get_cert_path(True)
+    return path if isinstance(path, str) else None

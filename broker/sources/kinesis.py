@@ -7,7 +7,8 @@ import datetime as dt
 import json
 from typing import Any
 
-from broker.aws import RAW, call, keep_raw_json
+from broker.aws import call, keep_raw_json
+from broker.aws_lean import RAW
 from broker.batching.filtering import decode_json_object
 from broker.sources.records import kinesis_record
 from broker.sources.streams import ReadResult

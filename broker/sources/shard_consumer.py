@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 from collections.abc import Callable
 
 import structlog
@@ -45,6 +46,11 @@ from broker.types import ShardInfo, StreamRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 log = structlog.get_logger("broker.streams")
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
 
 
 class ConsumerState(enum.Enum):
@@ -76,6 +82,7 @@ class ShardConsumer:
         self._settings = settings
         self._start_position = start[0]
         self._stop = asyncio.Event()
+        self._sleepers: set[asyncio.Future[None]] = set()
         self._tracker = CheckpointTracker()
         self._checkpoint_lock = asyncio.Lock()
         self._fence = fence
@@ -101,6 +108,8 @@ class ShardConsumer:
         if self.state is ConsumerState.PROCESSING:
             self.state = ConsumerState.SHUTTING_DOWN
         self._stop.set()
+        for waker in self._sleepers:
+            _wake(waker)
         self._reader.wake()
         for lane in self._lanes:
             lane.changed.set()
@@ -156,14 +165,19 @@ class ShardConsumer:
         return ShutdownReason.REQUESTED
 
     async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopped; False if stop() arrived."""
+        """Sleep unless stopped; False if stop() arrived. One timer and one future, woken by stop():
+        an idle shard pauses once a second, and two tasks under ``asyncio.wait`` cost several
+        times the poll itself."""
         if self._stop.is_set():
             return False
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        sleeper.cancel()
-        stopper.cancel()
+        waker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self._clock.call_later(seconds, functools.partial(_wake, waker))
+        self._sleepers.add(waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._sleepers.discard(waker)
         return not self._stop.is_set()
 
     # ------------------------------------------------------------------ batching

@@ -3,7 +3,8 @@ PrefetchRecordsPublisher): pages are fetched while the buffer has room for a who
 record goes to one of ``ParallelizationFactor`` lanes by a hash of its key (one key's records stay
 in order), filtered-out records pass the checkpoint at once. An iterator is (re-)opened after the
 last record read, never re-delivering buffered records; an idle shard is polled every poll
-interval (or slower, doubling up to ``idle_poll_max_seconds``). The reader ends at the end of a
+interval (or slower, doubling up to ``idle_poll_max_seconds``), the first pause drawn at random
+within it so that a replica's shards do not all poll in the same instant. The reader ends at the end of a
 closed shard, or at ``stop``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -145,6 +147,9 @@ class ShardReader:
         self._last_read = checkpoint
         self._opened_at: float | None = None
         self.read_to_end = False  # a closed shard was read to its last record
+        self._last_call = -1e18
+        self._empty_reads = 0
+        self._first_pause = True
         self._m_polled = metrics.polled_events.labels(*labels)
         self._m_reads = metrics.stream_reads.labels(*labels)
         self._m_filtered = metrics.filtered_out_events.labels(*labels)
@@ -171,44 +176,46 @@ class ShardReader:
     async def run(self) -> None:
         try:
             iterator = await self._reopen()
-            if iterator is None:
-                return
-            last_call = -1e18
-            empty_reads = 0
-            while not self._stopped.is_set():
-                while self._buffer_full() and not self._stopped.is_set():
-                    await self._wait_for_room()
-                pause = last_call + self._settings.min_read_interval_seconds - self._clock.monotonic()
-                if pause > 0 and not await self._sleep(pause):
-                    break
-                last_call = self._clock.monotonic()
-                self._m_reads.inc()
-                try:
-                    result = await self._service.read(self.shard.shard_id, iterator, self._read_size)
-                except BrokerError as exc:
-                    # Expired or invalid iterators (the emulator answers 500) are re-opened from
-                    # the last record read; throttles back off.
-                    log.warning("get_records_failed", error=str(exc))
-                    if not await self._sleep(self._settings.poll_interval_seconds):
-                        break
-                    reopened = await self._reopen()
-                    if reopened is None:
-                        break
-                    iterator = reopened
-                    continue
-                for record in result.records:
-                    self._dispatch(record)
-                await self._checkpoint_now()  # filtered-out records pass the checkpoint too
-                empty_reads = 0 if result.records else empty_reads + 1
-                if result.next_iterator is None or self._at_end(empty_reads):
-                    self.read_to_end = True
-                    break
-                iterator = result.next_iterator
-                if not result.records and not await self._sleep(idle_pause(self._settings, empty_reads)):
-                    break
+            while iterator is not None and not self._stopped.is_set():
+                iterator = await self._poll(iterator)
         finally:
             for lane in self._lanes:
                 lane.close()
+
+    async def _poll(self, iterator: str) -> str | None:
+        """One GetRecords (once there is room for its records): the next iterator, or None when
+        the shard was read to its end or stop() came."""
+        while self._buffer_full() and not self._stopped.is_set():
+            await self._wait_for_room()
+        pause = self._last_call + self._settings.min_read_interval_seconds - self._clock.monotonic()
+        if pause > 0 and not await self._sleep(pause):
+            return None
+        self._last_call = self._clock.monotonic()
+        self._m_reads.inc()
+        try:
+            result = await self._service.read(self.shard.shard_id, iterator, self._read_size)
+        except BrokerError as exc:
+            # Expired or invalid iterators (the emulator answers 500) are re-opened from the last
+            # record read; throttles back off.
+            log.warning("get_records_failed", error=str(exc))
+            if not await self._sleep(self._settings.poll_interval_seconds):
+                return None
+            return await self._reopen()
+        if result.records:
+            for record in result.records:
+                self._dispatch(record)
+            await self._checkpoint_now()  # filtered-out records pass the checkpoint too
+        self._empty_reads = 0 if result.records else self._empty_reads + 1
+        if result.next_iterator is None or self._at_end(self._empty_reads):
+            self.read_to_end = True
+            return None
+        if not result.records:
+            pause = idle_pause(self._settings, self._empty_reads)
+            if self._first_pause:  # spread a replica's idle shards over the interval, not one burst
+                pause, self._first_pause = pause * random.random(), False
+            if not await self._sleep(pause):
+                return None
+        return str(result.next_iterator)
 
     async def _open_iterator(self) -> str:
         """From the last record read (never re-delivering buffered ones), else the checkpoint,
