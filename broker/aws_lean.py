@@ -32,6 +32,25 @@ RAW = "Raw"
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
+class _DailyKeySigV4(SigV4Auth):  # type: ignore[misc]
+    """botocore's ``SigV4Auth``, deriving the signing key (four HMACs, with its own ``_sign``) once
+    a day instead of on every request."""
+
+    def __init__(self, credentials: Any, service: str, region: str) -> None:
+        super().__init__(credentials, service, region)
+        self._day = ""
+        self._key = b""
+
+    def signature(self, string_to_sign: str, request: Any) -> str:
+        day = request.context["timestamp"][:8]
+        if day != self._day:
+            key = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
+            for part in (self._region_name, self._service_name, "aws4_request"):
+                key = self._sign(key, part)
+            self._day, self._key = day, key
+        return str(self._sign(self._key, string_to_sign, hex=True))
+
+
 class _Signing:
     """What ``SigV4Auth`` reads of a request besides its canonical form."""
 
@@ -52,14 +71,14 @@ class JsonPostSigner:
         self._service = service
         self._region = region
         self._now = now
-        self._auth: SigV4Auth | None = None
+        self._auth: _DailyKeySigV4 | None = None
         self._second = -1
         self._timestamp = ""
 
     def head(self, credentials: Any, body: bytes) -> bytes:
         """The request line and headers (ending with the blank line) for ``body``."""
         if self._auth is None or self._auth.credentials != credentials:
-            self._auth = SigV4Auth(credentials, self._service, self._region)
+            self._auth = _DailyKeySigV4(credentials, self._service, self._region)
         second = int(self._now())
         if second != self._second:
             self._second = second
@@ -84,11 +103,15 @@ class LeanJsonCall:
     """``await call(**params)`` → ``{"Raw": <the JSON answer>}``, like the aiobotocore client's
     operation with ``keep_raw_json``."""
 
-    def __init__(self, client: Any, operation: str, pool: HttpPool) -> None:
+    def __init__(self, client: Any, operation: str, pool: HttpPool,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         model = client.meta.service_model
         self._client = client
         self._operation = operation
         self._pool = pool
+        self._monotonic = monotonic
+        self._frozen: Any = None
+        self._frozen_at = -1e18
         self._signer = JsonPostSigner(
             host=pool.host, content_type=f"application/x-amz-json-{model.metadata.get('jsonVersion', '1.0')}",
             target=f"{model.metadata['targetPrefix']}.{operation}",
@@ -96,13 +119,17 @@ class LeanJsonCall:
 
     async def __call__(self, **params: Any) -> dict[str, Any]:
         body = _dumps(params).encode()
-        credentials = await self._credentials()
-        status, answer = await self._pool.request(self._signer.head(credentials, body) + body)
+        if self._monotonic() - self._frozen_at >= 1.0:
+            self._frozen = await self._credentials()
+            self._frozen_at = self._monotonic()
+        status, answer = await self._pool.request(self._signer.head(self._frozen, body) + body)
         if status < 300:
             return {RAW: json.loads(answer or b"{}")}
         raise ClientError(_error_response(status, answer), self._operation)
 
     async def _credentials(self) -> Any:
+        """The client's credentials as of now, asked for at most once a second (botocore refreshes
+        temporary ones minutes before they expire, so a second-old copy is always still valid)."""
         creds = self._client._request_signer._credentials  # the client's provider chain, refreshed by it
         frozen = creds.get_frozen_credentials()
         return await frozen if hasattr(frozen, "__await__") else frozen

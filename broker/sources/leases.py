@@ -49,7 +49,17 @@ class LeaseTable:
         return Fence(self.replica, int(value)) if granted else None
 
     async def renew(self, shard: str, fence: Fence) -> bool:
-        return bool(await self._run(self._renew, self.keys, [self.replica, shard, self._ttl_ms, fence.epoch]))
+        return not await self.renew_all({shard: fence})
+
+    async def renew_all(self, held: dict[str, Fence]) -> set[str]:
+        """Renew every lease in ``held`` in one call; the shards whose leases were lost."""
+        if not held:
+            return set()
+        args: list[Any] = [self.replica, self._ttl_ms]
+        for shard, fence in held.items():
+            args += [shard, fence.epoch]
+        lost = await self._run(self._renew, self.keys, args)
+        return {s.decode() if isinstance(s, bytes) else str(s) for s in lost}
 
     async def release(self, shard: str, fence: Fence) -> bool:
         return bool(await self._run(self._release, self.keys, [self.replica, shard, fence.epoch]))

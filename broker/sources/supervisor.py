@@ -165,12 +165,11 @@ class StreamMapping:
         return saved
 
     async def _renew(self) -> None:
-        for shard, fence in list(self.held.items()):
-            if not await self._leases.renew(shard, fence):
-                self.held.pop(shard, None)
-                consumer = self.consumers.get(shard)
-                if consumer is not None:
-                    consumer.lose_lease()
+        for shard in await self._leases.renew_all(dict(self.held)):
+            self.held.pop(shard, None)
+            consumer = self.consumers.get(shard)
+            if consumer is not None:
+                consumer.lose_lease()
 
     async def _balance(self, group: asyncio.TaskGroup, shards: list[ShardInfo], initial: set[str],
                        saved: dict[str, str], live: int) -> None:

@@ -67,3 +67,23 @@ def test_new_credentials_sign_with_the_new_key() -> None:
     assert "Credential=AKID1/" in first
     assert "Credential=AKID2/" in second
     assert first.rsplit("=", 1)[1] != second.rsplit("=", 1)[1]
+
+
+def test_one_signer_across_midnight_matches_botocore_on_both_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The signing key is derived once a day: the day after, it must be derived again.
+    credentials = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None)
+    body = b'{"ShardIterator":"x","Limit":1}'
+    clock = {"now": 1_764_633_598.0}
+    signer = JsonPostSigner(host="127.0.0.1:4567", content_type="application/x-amz-json-1.1",
+                            target="Kinesis_20131202.GetRecords", service="kinesis", region="us-east-1",
+                            now=lambda: clock["now"])
+    for instant in (1_764_633_598.0, 1_764_633_599.0, 1_764_633_600.0, 1_764_633_601.0):
+        clock["now"] = instant
+        ours = _headers(signer.head(credentials, body))["Authorization"]
+        monkeypatch.setattr(botocore_auth, "get_current_datetime",
+                            lambda at=instant: dt.datetime.fromtimestamp(int(at), dt.UTC).replace(tzinfo=None))
+        request = AWSRequest(method="POST", url="http://127.0.0.1:4567/", data=body,
+                             headers={"Content-Type": "application/x-amz-json-1.1",
+                                      "X-Amz-Target": "Kinesis_20131202.GetRecords"})
+        botocore_auth.SigV4Auth(credentials, "kinesis", "us-east-1").add_auth(request)
+        assert ours == request.headers["Authorization"], instant

@@ -1,11 +1,20 @@
--- Extend a lease the caller still holds at the same epoch.
+-- Extend the leases the caller still holds at the same epochs: one call for all of a replica's
+-- shards of a mapping.
 -- KEYS[1] lease_owner, KEYS[2] lease_expiry, KEYS[3] lease_epoch (see lease_acquire.lua)
--- ARGV[1] replica id, ARGV[2] shard id, ARGV[3] ttl ms, ARGV[4] epoch
--- returns 1 if renewed, 0 if the lease was lost (expired and taken, or released)
+-- ARGV[1] replica id, ARGV[2] ttl ms, then pairs: ARGV[3 + 2i] shard id, ARGV[4 + 2i] epoch
+-- returns the shard ids whose leases were lost (expired and taken, or released)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[1] then return 0 end
-if tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0') ~= tonumber(ARGV[4]) then return 0 end
-if tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') <= now then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], now + tonumber(ARGV[3]))
-return 1
+local expiry = now + tonumber(ARGV[2])
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local shard = ARGV[i]
+  if redis.call('HGET', KEYS[1], shard) ~= ARGV[1]
+      or tonumber(redis.call('HGET', KEYS[3], shard) or '0') ~= tonumber(ARGV[i + 1])
+      or tonumber(redis.call('HGET', KEYS[2], shard) or '0') <= now then
+    lost[#lost + 1] = shard
+  else
+    redis.call('HSET', KEYS[2], shard, expiry)
+  end
+end
+return lost
