@@ -10,7 +10,9 @@ its own process) answers at once. Two measurements, both by a client process on 
 - burst (each round): ``--events`` Event invokes from ``--concurrency`` connections as fast as they
   are answered: accepted/s and the 202's p50/p99 at saturation (where, by Little's law, the mean
   latency is concurrency / throughput), and end-to-end events/s from the first 202 until the target
-  has seen every event. Rounds run back to back on one broker; the median round is reported.
+  has seen every event. Rounds alternate between the bare loop and the broker, both running
+  throughout, and the ratios printed are the medians of the per-round ratios (the machine's drift
+  over a run hits both alike).
 - steady: ``--rate`` invokes per second sent on a fixed schedule (open loop, so a slow answer
   does not slow the sender) for ``--seconds``: the 202's p50/p99 at that load.
 """
@@ -90,31 +92,41 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1000
 
 
-async def measure(args: argparse.Namespace, url: str, target: str, *, label: str,
-                  steady_too: bool = True) -> tuple[float, float, float, float]:
+async def burst_round(http: Any, args: argparse.Namespace, url: str, target: str) -> tuple[float, float, float, float]:
+    """One burst: accepted/s, 202 p50 and p99 (ms), end-to-end events/s."""
+    delivered = target_stats(target)["requests"] + args.events
+    rate, lat, first = await burst(http, url, args.events, args.concurrency)
+    await _until_delivered(target, delivered)
+    return rate, _pct(lat, 0.5), _pct(lat, 0.99), args.events / (time.monotonic() - first)
+
+
+async def measure(args: argparse.Namespace, urls: dict[str, str], target: str) -> None:
+    """Rounds alternate between the bare loop and the broker (the machine's drift hits both); the
+    ratios are the medians of the per-round ratios."""
     import aiohttp
 
-    delivered = target_stats(target)["requests"]
-    rounds: list[tuple[float, float, float, float]] = []
+    rounds: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label in urls}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
         for n in range(args.rounds):
-            rate, lat, first = await burst(http, url, args.events, args.concurrency)
-            delivered += args.events
-            await _until_delivered(target, delivered)
-            end_to_end = args.events / (time.monotonic() - first)
-            rounds.append((rate, _pct(lat, 0.5), _pct(lat, 0.99), end_to_end))
-            print(f"{label} burst round {n + 1}: accepted {rate:,.0f}/s; 202 p50 {_pct(lat, 0.5):.1f} ms, "
-                  f"p99 {_pct(lat, 0.99):.1f} ms; end to end {end_to_end:,.0f} events/s", flush=True)
-        lat = await steady(http, url, args.rate, args.seconds) if steady_too else []
-    median = sorted(rounds)[len(rounds) // 2]
-    e2e = statistics.median(r[3] for r in rounds)
-    print(f"{label} (median round of {args.rounds}, {args.events} events from {args.concurrency} connections): "
-          f"accepted {median[0]:,.0f}/s; 202 p50 {median[1]:.1f} ms, p99 {median[2]:.1f} ms; end to end "
-          f"{e2e:,.0f} events/s", flush=True)
-    if lat:
-        print(f"{label} steady {args.rate:,}/s for {args.seconds:g} s: 202 p50 {_pct(lat, 0.5):.1f} ms, "
-              f"p99 {_pct(lat, 0.99):.1f} ms", flush=True)
-    return median[0], median[2], e2e, 0.0
+            for label, url in urls.items():
+                r = await burst_round(http, args, url, target)
+                rounds[label].append(r)
+                print(f"{label} burst round {n + 1}: accepted {r[0]:,.0f}/s; 202 p50 {r[1]:.1f} ms, "
+                      f"p99 {r[2]:.1f} ms; end to end {r[3]:,.0f} events/s", flush=True)
+        lat = await steady(http, urls["broker"], args.rate, args.seconds)
+    for label, rs in rounds.items():
+        print(f"{label} (median of {args.rounds} rounds, {args.events} events from {args.concurrency} connections): "
+              f"accepted {statistics.median(r[0] for r in rs):,.0f}/s; 202 p50 {statistics.median(r[1] for r in rs):.1f}"
+              f" ms, p99 {statistics.median(r[2] for r in rs):.1f} ms; end to end "
+              f"{statistics.median(r[3] for r in rs):,.0f} events/s", flush=True)
+    print(f"broker steady {args.rate:,}/s for {args.seconds:g} s: 202 p50 {_pct(lat, 0.5):.1f} ms, "
+          f"p99 {_pct(lat, 0.99):.1f} ms", flush=True)
+    pairs = list(zip(rounds["broker"], rounds["bare loop"], strict=True))
+    accepted = statistics.median(b[0] / a[0] for b, a in pairs)
+    e2e = statistics.median(b[3] / a[3] for b, a in pairs)
+    print(f"ratio broker / bare loop (median of per-round ratios): accepted {accepted:.2f}x, end to end {e2e:.2f}x "
+          f"(202 p99 {statistics.median(b[2] for b, _ in pairs):.1f} vs "
+          f"{statistics.median(a[2] for _, a in pairs):.1f} ms)", flush=True)
 
 
 def main() -> None:
@@ -141,27 +153,19 @@ def main() -> None:
             "broker": {"redis_url": "embedded", "data_dir": str(Path(tmp) / "data"), "log_level": "warning",
                        "api": {"host": "127.0.0.1", "port": port}, "async_concurrency": 64},
             "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}}}))
+        proc = subprocess.Popen([sys.executable, "-m", "broker", "run", "-c", str(config)],
+                                stderr=subprocess.DEVNULL, env=dict(os.environ))
         try:
             wait_port(tport)
             wait_port(bport)
+            wait_port(port)
             path = "/2015-03-31/functions/bench/invocations"
-            base = asyncio.run(measure(args, f"http://127.0.0.1:{bport}{path}", target, label="bare loop",
-                                       steady_too=False))
-            bare.terminate()
-            bare.wait()
-            proc = subprocess.Popen([sys.executable, "-m", "broker", "run", "-c", str(config)],
-                                    stderr=subprocess.DEVNULL, env=dict(os.environ))
-            try:
-                wait_port(port)
-                got = asyncio.run(measure(args, f"http://127.0.0.1:{port}{path}", target, label="broker"))
-            finally:
-                proc.terminate()
-                proc.wait()
-            print(f"ratio broker / bare loop: accepted {got[0] / base[0]:.2f}x, end to end {got[2] / base[2]:.2f}x "
-                  f"(202 p99 {got[1]:.1f} vs {base[1]:.1f} ms)", flush=True)
+            asyncio.run(measure(args, {"bare loop": f"http://127.0.0.1:{bport}{path}",
+                                       "broker": f"http://127.0.0.1:{port}{path}"}, target))
         finally:
-            if bare.poll() is None:
-                bare.terminate()
+            for p in (bare, proc):
+                p.terminate()
+                p.wait()
             redis.stop()
             tproc.terminate()
             tproc.wait()

@@ -205,6 +205,52 @@ class AutoPipeline:
             await (asyncio.gather(*self._tasks, return_exceptions=True) if self._tasks else asyncio.sleep(0))
 
 
+class ScriptBatch:
+    """Calls of one script from concurrent tasks of this replica, on the same keys, sent as one call
+    through the AutoPipeline: ARGV is the calls' arguments one after another, and the script
+    answers with one reply per call, in order. redis-py spends ~25 µs of CPU on each command of a
+    pipeline (packing, parsing, bookkeeping), several times what the same work costs as more
+    arguments of one command; an async event's permit, release and acknowledgement were three.
+    Calls made in one pass of the event loop go together; a caller that was cancelled before the
+    send is left out."""
+
+    def __init__(self, pipeline: AutoPipeline, script: Any) -> None:
+        self._pipeline = pipeline
+        self._script = script
+        self._pending: dict[tuple[Any, ...], list[tuple[Sequence[Any], asyncio.Future[Any]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        key = tuple(keys)
+        calls = self._pending.get(key)
+        if calls is None:
+            calls = self._pending[key] = []
+            loop.call_soon(self._flush, key)
+        calls.append((args, future))
+        return future
+
+    def _flush(self, key: tuple[Any, ...]) -> None:
+        calls = [c for c in self._pending.pop(key, []) if not c[1].done()]
+        if calls:
+            task = asyncio.ensure_future(self._send(key, calls))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, key: tuple[Any, ...], calls: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._pipeline.script(self._script, key, [a for args, _ in calls for a in args])
+        except Exception as exc:  # every caller gets the error (redis-py's or a socket's)
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(calls, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+
 @dataclass(slots=True)
 class _Queued:
     command: tuple[Any, ...]

@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateStoreError
-from broker.redis_state import AutoPipeline, lua, translated
+from broker.redis_state import AutoPipeline, ScriptBatch, lua, translated
 
 GROUP = "workers"
 
@@ -66,7 +66,7 @@ class AsyncQueue:
         self.delayed = f"{tag}:delayed"
         self._schedule = redis.register_script(lua("broker.async_invoke", "schedule.lua"))
         self._promote = redis.register_script(lua("broker.async_invoke", "promote.lua"))
-        self._finish = redis.register_script(lua("broker.async_invoke", "finish.lua"))
+        self._finish = ScriptBatch(self._pipeline, redis.register_script(lua("broker.async_invoke", "finish.lua")))
         self._forget = redis.register_script(lua("broker.async_invoke", "forget_consumers.lua"))
 
     async def ensure_group(self) -> bool:
@@ -112,7 +112,7 @@ class AsyncQueue:
 
     @translated
     async def finish(self, event: AsyncEvent) -> None:
-        await self._pipeline.script(self._finish, [self.stream], [GROUP, event.entry_id])
+        await self._finish([self.stream], [GROUP, event.entry_id])
 
     @translated
     async def forget_gone_consumers(self, consumer: str, idle_ms: int) -> list[str]:

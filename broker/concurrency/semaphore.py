@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
-from broker.redis_state import AutoPipeline, lua, translated
+from broker.redis_state import AutoPipeline, ScriptBatch, lua, translated
 
 log = structlog.get_logger("broker.permits")
 ACCOUNT_POOL = "{broker:account}:permits"
@@ -77,9 +77,10 @@ class Permits:
         self._clock = clock
         self._replica = replica
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._acquire = redis.register_script(lua("broker.concurrency", "acquire.lua"))
+        # Concurrent acquires and releases of this replica go to Redis as one script call each.
+        self._acquire = ScriptBatch(self._pipeline, redis.register_script(lua("broker.concurrency", "acquire.lua")))
         self._renew = redis.register_script(lua("broker.concurrency", "renew.lua"))
-        self._release = redis.register_script(lua("broker.concurrency", "release.lua"))
+        self._release = ScriptBatch(self._pipeline, redis.register_script(lua("broker.concurrency", "release.lua")))
         self._count = redis.register_script(lua("broker.concurrency", "count.lua"))
         self._freed: dict[str, asyncio.Event] = {}  # pool key -> set when this replica releases one
 
@@ -136,8 +137,7 @@ class Permits:
         wait_ttl = _WAIT_TTL_MS if wait_seconds > 0 else 0
         try:
             while True:
-                granted, used, queued = await self._pipeline.script(
-                    self._acquire, pool.keys, [holder, pool.limit, self._ttl_ms, wait_ttl])
+                granted, used, queued = await self._acquire(pool.keys, [holder, pool.limit, self._ttl_ms, wait_ttl])
                 if granted:
                     return Grant(contended=bool(queued) or int(used) >= pool.limit)
                 remaining = deadline - self._clock.monotonic()
@@ -161,7 +161,7 @@ class Permits:
 
     async def _give_back(self, pool: Pool, holder: str) -> None:
         with contextlib.suppress(RedisError, OSError):  # an unreleased permit expires with its TTL
-            await self._pipeline.script(self._release, pool.keys, [holder])
+            await self._release(pool.keys, [holder])
         event = self._freed.pop(pool.key, None)
         if event is not None:
             event.set()  # waiters of this replica ask again now

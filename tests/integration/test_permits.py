@@ -60,7 +60,7 @@ async def test_expired_holders_are_evicted(redis: Any) -> None:
     """A crashed holder (never renews, never releases) stops counting after its TTL."""
     acquire = redis.register_script(ACQUIRE_LUA)
     pool = Pool("{broker:fn:f}:permits", 1, RESERVED_REASON)
-    assert (await acquire(keys=pool.keys, args=["dead-replica", 1, 300, 0]))[0] == 1
+    assert (await acquire(keys=pool.keys, args=["dead-replica", 1, 300, 0]))[0][0] == 1
     with pytest.raises(TargetThrottled):
         async with permits(redis, 1).hold("f"):
             pass
