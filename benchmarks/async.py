@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sqs import free_port, wait_port
+from sqs import cpu_seconds, free_port, wait_port
 from streams import target_stats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,39 +92,47 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1000
 
 
-async def burst_round(http: Any, args: argparse.Namespace, url: str, target: str) -> tuple[float, float, float, float]:
-    """One burst: accepted/s, 202 p50 and p99 (ms), end-to-end events/s."""
+async def burst_round(http: Any, args: argparse.Namespace, url: str, target: str,
+                      pid: int) -> tuple[float, float, float, float, float]:
+    """One burst: accepted/s, 202 p50 and p99 (ms), end-to-end events/s, and the server's CPU per
+    event (µs: its Invoke API and its delivery together)."""
     delivered = target_stats(target)["requests"] + args.events
+    cpu = cpu_seconds(pid)
     rate, lat, first = await burst(http, url, args.events, args.concurrency)
     await _until_delivered(target, delivered)
-    return rate, _pct(lat, 0.5), _pct(lat, 0.99), args.events / (time.monotonic() - first)
+    e2e = args.events / (time.monotonic() - first)
+    return rate, _pct(lat, 0.5), _pct(lat, 0.99), e2e, (cpu_seconds(pid) - cpu) / args.events * 1e6
 
 
-async def measure(args: argparse.Namespace, urls: dict[str, str], target: str) -> None:
+async def measure(args: argparse.Namespace, urls: dict[str, tuple[str, int]], target: str) -> None:
     """Rounds alternate between the bare loop and the broker (the machine's drift hits both); the
     ratios are the medians of the per-round ratios."""
     import aiohttp
 
-    rounds: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label in urls}
+    rounds: dict[str, list[tuple[float, float, float, float, float]]] = {label: [] for label in urls}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
         for n in range(args.rounds):
-            for label, url in urls.items():
-                r = await burst_round(http, args, url, target)
+            for label, (url, pid) in urls.items():
+                r = await burst_round(http, args, url, target, pid)
                 rounds[label].append(r)
                 print(f"{label} burst round {n + 1}: accepted {r[0]:,.0f}/s; 202 p50 {r[1]:.1f} ms, "
-                      f"p99 {r[2]:.1f} ms; end to end {r[3]:,.0f} events/s", flush=True)
-        lat = await steady(http, urls["broker"], args.rate, args.seconds)
+                      f"p99 {r[2]:.1f} ms; end to end {r[3]:,.0f} events/s; {r[4]:.0f} µs of CPU per event",
+                      flush=True)
+        lat = await steady(http, urls["broker"][0], args.rate, args.seconds)
     for label, rs in rounds.items():
         print(f"{label} (median of {args.rounds} rounds, {args.events} events from {args.concurrency} connections): "
               f"accepted {statistics.median(r[0] for r in rs):,.0f}/s; 202 p50 {statistics.median(r[1] for r in rs):.1f}"
               f" ms, p99 {statistics.median(r[2] for r in rs):.1f} ms; end to end "
-              f"{statistics.median(r[3] for r in rs):,.0f} events/s", flush=True)
+              f"{statistics.median(r[3] for r in rs):,.0f} events/s; {statistics.median(r[4] for r in rs):.0f} µs "
+              f"of CPU per event", flush=True)
     print(f"broker steady {args.rate:,}/s for {args.seconds:g} s: 202 p50 {_pct(lat, 0.5):.1f} ms, "
           f"p99 {_pct(lat, 0.99):.1f} ms", flush=True)
     pairs = list(zip(rounds["broker"], rounds["bare loop"], strict=True))
     accepted = statistics.median(b[0] / a[0] for b, a in pairs)
     e2e = statistics.median(b[3] / a[3] for b, a in pairs)
-    print(f"ratio broker / bare loop (median of per-round ratios): accepted {accepted:.2f}x, end to end {e2e:.2f}x "
+    cpu = statistics.median(b[4] / a[4] for b, a in pairs)
+    print(f"ratio broker / bare loop (median of per-round ratios): accepted {accepted:.2f}x, end to end {e2e:.2f}x, "
+          f"CPU per event {cpu:.2f}x "
           f"(202 p99 {statistics.median(b[2] for b, _ in pairs):.1f} vs "
           f"{statistics.median(a[2] for _, a in pairs):.1f} ms)", flush=True)
 
@@ -160,8 +168,8 @@ def main() -> None:
             wait_port(bport)
             wait_port(port)
             path = "/2015-03-31/functions/bench/invocations"
-            asyncio.run(measure(args, {"bare loop": f"http://127.0.0.1:{bport}{path}",
-                                       "broker": f"http://127.0.0.1:{port}{path}"}, target))
+            asyncio.run(measure(args, {"bare loop": (f"http://127.0.0.1:{bport}{path}", bare.pid),
+                                       "broker": (f"http://127.0.0.1:{port}{path}", proc.pid)}, target))
         finally:
             for p in (bare, proc):
                 p.terminate()

@@ -40,6 +40,9 @@ class StoredConfig:
         return EventInvokeConfigSpec.model_validate(self.settings)
 
 
+_DEFAULTS = EventInvokeConfigSpec()  # read on every event: built once
+
+
 class InvokeConfigStore:
     def __init__(self, redis: Any, function: str, file_config: EventInvokeConfigSpec | None, *,
                  clock: Clock, loaded_at: float) -> None:
@@ -54,7 +57,7 @@ class InvokeConfigStore:
     @property
     def current(self) -> EventInvokeConfigSpec:
         """What workers apply now (Lambda's defaults when nothing is configured)."""
-        return self._current.spec if self._current else EventInvokeConfigSpec()
+        return self._current.spec if self._current else _DEFAULTS
 
     async def refresh(self) -> None:
         """Re-read the shared config if a second has passed; on a Redis error keep the last one."""
