@@ -36,6 +36,7 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
     def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()  # once: each call is a getpid() system call
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
@@ -83,12 +84,11 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, data: bytes, limit_seconds: float) -> tuple[int, bytes, bool]:
         assert self.transport is not None
         assert self._waiter is None
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
+        waiter: asyncio.Future[tuple[int, bytes, bool]] = self._loop.create_future()
         self._waiter = waiter
         self._received = False
         self.transport.write(data)
-        timer = loop.call_later(limit_seconds, self._fail, TimeoutError(f"no answer within {limit_seconds:g} s"))
+        timer = self._loop.call_later(limit_seconds, self._fail, TimeoutError(f"no answer within {limit_seconds:g} s"))
         try:
             return await waiter
         finally:

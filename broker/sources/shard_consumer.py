@@ -83,6 +83,7 @@ class ShardConsumer:
         self._start_position = start[0]
         self._stop = asyncio.Event()
         self._sleepers: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tracker = CheckpointTracker()
         self._checkpoint_lock = asyncio.Lock()
         self._fence = fence
@@ -137,6 +138,7 @@ class ShardConsumer:
     async def run(self) -> ShutdownReason:
         """``checkpoint`` (given by the supervisor, which reads them all at once) is where to resume."""
         structlog.contextvars.bind_contextvars(shard=self.shard.shard_id)
+        self._loop = asyncio.get_running_loop()  # once: each call is a getpid() system call
         if self._checkpointed == SHARD_END:
             self.state = ConsumerState.SHARD_END
             return ShutdownReason.SHARD_END
@@ -170,7 +172,7 @@ class ShardConsumer:
         times the poll itself."""
         if self._stop.is_set():
             return False
-        waker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waker: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
         timer = self._clock.call_later(seconds, functools.partial(_wake, waker))
         self._sleepers.add(waker)
         try:
