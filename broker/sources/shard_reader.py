@@ -219,7 +219,7 @@ class ShardReader:
         drawn within the interval, spreading a replica's idle shards over it; every pause ends on
         a grid of ``IDLE_GRID_SECONDS``, so a replica's shards wake in groups: one pass of the event
         loop sends a group's requests and the answers come back together (with 1,000 idle shards,
-        about a quarter less CPU than each shard waking on its own)."""
+        about a fifth less CPU than each shard waking on its own)."""
         pause = idle_pause(self._settings, self._empty_reads)
         if self._first_pause:
             pause, self._first_pause = pause * random.random(), False
