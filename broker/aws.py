@@ -32,6 +32,8 @@ from broker.aws_lean import RAW, LeanJsonCall
 from broker.errors import AwsError, AwsThrottled, BrokerError
 from broker.lean_http import HttpPool
 
+__all__ = ["RAW", "AwsClients", "call", "keep_raw_json", "translate"]  # RAW: the key of a raw JSON answer
+
 _THROTTLE_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
     "RequestLimitExceeded", "ProvisionedThroughputExceededException", "LimitExceededException",

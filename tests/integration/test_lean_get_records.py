@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from broker.aws import AwsClients, call, keep_raw_json
-from broker.aws_lean import RAW
+from broker.aws import RAW, AwsClients, call, keep_raw_json
 from broker.embedded import free_port
 from broker.errors import AwsError, AwsThrottled
 from tests.servers import Aws, Kinesalite, put_records, wait_active
