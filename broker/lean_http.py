@@ -88,11 +88,14 @@ class _Connection(asyncio.Protocol):
         self._waiter = waiter
         self._received = False
         self.transport.write(data)
-        timer = self._loop.call_later(limit_seconds, self._fail, TimeoutError(f"no answer within {limit_seconds:g} s"))
+        timer = self._loop.call_later(limit_seconds, self._time_out, limit_seconds)
         try:
             return await waiter
         finally:
             timer.cancel()
+
+    def _time_out(self, limit_seconds: float) -> None:
+        self._fail(TimeoutError(f"no answer within {limit_seconds:g} s"))
 
     def _fail(self, exc: BaseException) -> None:
         waiter, self._waiter = self._waiter, None
