@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from broker import __version__, demo, redis_client
 from broker.api import concurrency as concurrency_api
@@ -36,7 +35,7 @@ from broker.async_invoke.worker import AsyncSettings, AsyncWorker
 from broker.aws import AwsClients, call
 from broker.clock import Clock, SystemClock
 from broker.concurrency.reservations import Reservations
-from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Permits, Pool
+from broker.concurrency.semaphore import Permits
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
 from broker.control.follower import RegistryFollower
@@ -47,6 +46,7 @@ from broker.embedded import start_embedded_aws, start_embedded_redis
 from broker.errors import BrokerError
 from broker.function_factory import FunctionFactory
 from broker.invoking.base import Function
+from broker.observability import readiness
 from broker.observability.metrics import Metrics
 from broker.redis_state import AutoPipeline, Heartbeat
 from broker.runtime.host import RuntimeHost
@@ -117,7 +117,7 @@ class App:
             self.reservations = Reservations(self._redis, lambda: self.config.functions,
                                              lambda: self.config.broker.account_concurrency)
             await self.reservations.refresh()
-            self._permits = Permits(self._redis, self._pool, clock=self.clock, replica=self.replica_id,
+            self._permits = Permits(self._redis, self.reservations.pool, clock=self.clock, replica=self.replica_id,
                                     ttl_seconds=settings.permit_ttl_seconds, pipeline=self._pipeline)
             self._aws = AwsClients(region=settings.region, endpoint_url=endpoint,
                                    max_pool_connections=min(settings.sqs_max_pollers + 50, 1000))
@@ -177,14 +177,6 @@ class App:
             self.runners.pop(uuid_, None)
             self.kinds.pop(uuid_, None)
 
-    def _pool(self, name: str) -> Pool:
-        """The permit pool of ``name`` under the current config (so a reload applies at once)."""
-        assert self.reservations is not None
-        reserved = self.reservations.reserved(name)
-        if reserved is not None:
-            return Pool(f"{{broker:fn:{name}}}:permits", reserved, RESERVED_REASON)
-        return Pool(ACCOUNT_POOL, self.reservations.unreserved(), ACCOUNT_REASON)
-
     async def _refresh_gauges(self) -> None:
         """Permits in use and limits per function, and invocations waiting for an execution
         environment, read from Redis at scrape time (all replicas)."""
@@ -194,7 +186,7 @@ class App:
         if self._permits is None:
             return
         for name in list(self.functions):
-            pool = self._pool(name)
+            pool = self._permits.pool(name)
             self.metrics.permits_limit.labels(name).set(pool.limit)
             with contextlib.suppress(BrokerError):
                 self.metrics.permits_in_use.labels(name).set(await self._permits.in_use(name))
@@ -384,33 +376,8 @@ class App:
         await call(client.invoke, FunctionName=arn, InvocationType="Event", Payload=event.encode())
 
     async def readiness_problems(self) -> list[str]:
-        problems: list[str] = []
-        if self._draining:
-            problems.append("draining")
-        if not self.started.is_set():
-            problems.append("starting")
-        if self._redis is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await self._redis.ping()
-            except (RedisError, OSError, TimeoutError) as exc:
-                problems.append(f"redis: {exc.__class__.__name__}: {exc}")
-        problems += [f"async: consumer group of {name} not joined" for name, worker in self._workers.items()
-                     if not worker.ready]
-        problems += await self._aws_problems()
-        return problems
-
-    async def _aws_problems(self) -> list[str]:
-        """AWS is reachable if the first mapping's source answers a cheap call."""
-        if not self.runners:
-            return []
-        runner = next(iter(self.runners.values()))
-        try:
-            async with asyncio.timeout(2):
-                await runner.source.probe()
-        except (BrokerError, TimeoutError) as exc:
-            return [f"aws: {exc}"]
-        return []
+        return await readiness.problems(draining=self._draining, started=self.started.is_set(), redis=self._redis,
+                                        workers=self._workers, runners=self.runners)
 
 
 def _without_enabled(esm: EventSourceMapping) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import get_cert_path
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -177,7 +178,5 @@ class AwsClients:
 
 def _botocore_ca_bundle() -> str | None:
     """The CA bundle botocore verifies TLS with (certifi's, when installed)."""
-    from botocore.httpsession import get_cert_path  # noqa: PLC0415
-
     path = get_cert_path(True)
     return path if isinstance(path, str) else None

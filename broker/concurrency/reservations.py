@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Pool
 from broker.config.models import FunctionConfig
 from broker.config.rules import MIN_UNRESERVED_CONCURRENCY
 from broker.errors import BrokerError, ReservationRefused
@@ -39,6 +40,14 @@ class Reservations:
             return self._overrides[function]
         config = self._functions().get(function)
         return config.ReservedConcurrentExecutions if config else None
+
+    def pool(self, function: str) -> Pool:
+        """The permit pool of ``function`` now: its own if it reserves concurrency, else the
+        account's unreserved pool (read at acquire time, so a reload or an API change applies at once)."""
+        reserved = self.reserved(function)
+        if reserved is not None:
+            return Pool(f"{{broker:fn:{function}}}:permits", reserved, RESERVED_REASON)
+        return Pool(ACCOUNT_POOL, self.unreserved(), ACCOUNT_REASON)
 
     def unreserved(self, without: str | None = None) -> int:
         """The account's executions not reserved by any function (``without`` one of them)."""
