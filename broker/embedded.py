@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from broker.config.models import BrokerSettings
+from broker.emulator import make_sqs_atomic
 from broker.errors import StartupError
 
 log = structlog.get_logger("broker.embedded")
@@ -173,6 +174,7 @@ class EmbeddedAws:
             raise StartupError("aws_endpoint_url is 'embedded' but the 'local' extra (moto) is "
                                "not installed: pip install 'broker[local]'") from exc
         os.environ["MOTO_ACCOUNT_ID"] = self.account_id  # moto's only process-wide switch
+        make_sqs_atomic()  # concurrent pollers must not be handed the same message
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()

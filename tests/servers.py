@@ -30,7 +30,8 @@ REGION = "us-east-1"
 
 
 class MotoServer:
-    """``moto_server`` in its own process; ``reset()`` between tests."""
+    """moto's standalone server in its own process, with the embedded mode's atomic SQS queues
+    (``broker.emulator``); ``reset()`` between tests."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -43,7 +44,7 @@ class MotoServer:
     def start(self) -> None:
         env = {**os.environ, "MOTO_ACCOUNT_ID": ACCOUNT}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "broker.emulator", "-H", "127.0.0.1", "-p", str(self.port)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self._proc, "moto_server", timeout=60)
 
