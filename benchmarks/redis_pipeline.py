@@ -1,5 +1,7 @@
-"""Auto-pipelining: XADDs from concurrent tasks through redis-py one by one (the baseline) and
-through ``AutoPipeline``, against one redis-server, in the same run: commands/s and CPU per command.
+"""Auto-pipelining: XADDs from concurrent tasks through redis-py one by one (the baseline), through
+``AutoPipeline`` on redis-py's Pipeline object, and through ``AutoPipeline`` on its direct link (the
+broker's path for one server or a Sentinel's primary), against one redis-server, in the same run:
+commands/s and CPU per command.
 
     python benchmarks/redis_pipeline.py [--commands 20000] [--tasks 64] [--rounds 2]
 """
@@ -18,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from broker.embedded import RedisServer
-from broker.redis_state import AutoPipeline
+from broker.redis_pipeline import AutoPipeline
 
 DOC = "x" * 300
 
@@ -30,10 +32,11 @@ async def _drain(todo: Iterator[int], send: Callable[[], Awaitable[Any]]) -> Non
 
 async def measure(url: str, commands: int, tasks: int, rounds: int) -> None:
     client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, max_connections=64))
-    pipeline = AutoPipeline(client)
+    on_pipeline, direct = AutoPipeline(client, direct=False), AutoPipeline(client)
     modes = {
         "redis-py, one command per round trip": lambda: client.xadd("bench", {"e": DOC}),
-        "AutoPipeline": lambda: pipeline.execute("XADD", "bench", "*", "e", DOC),
+        "AutoPipeline on redis-py's Pipeline": lambda: on_pipeline.execute("XADD", "bench", "*", "e", DOC),
+        "AutoPipeline on its direct link": lambda: direct.execute("XADD", "bench", "*", "e", DOC),
     }
     for n in range(rounds):
         for name, send in modes.items():
@@ -44,6 +47,7 @@ async def measure(url: str, commands: int, tasks: int, rounds: int) -> None:
             print(f"round {n + 1}: {name}: {commands / wall:,.0f} XADD/s, {cpu / commands * 1e6:.1f} µs CPU each",
                   flush=True)
             await client.delete("bench")
+    await direct.aclose()
     await client.aclose()
 
 

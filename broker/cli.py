@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import signal
 import sys
 import traceback
@@ -82,7 +83,17 @@ def _run(config: object, path: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # closing the terminal drains too
             loop.add_signal_handler(sig, app.request_stop)
-        await app.run()
+        running = asyncio.ensure_future(app.run())
+        started = asyncio.ensure_future(app.started.wait())
+        await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            # What start-up built (botocore's models, pydantic's validators, the config) lives as long
+            # as the process: out of the collector's reach, a full collection scans only what came
+            # since. Before, one took 35-46 ms every few seconds under load: the 202's p99.
+            gc.freeze()
+        else:
+            started.cancel()
+        await running
 
     try:
         _event_loop_runner()(serve())

@@ -127,6 +127,7 @@ class Call:
     event: Any
     headers: dict[str, str]
     at: float
+    request: web.Request | None = field(default=None, repr=False)  # for responders that stream
 
 
 Responder = Callable[[Any, "Call"], Awaitable[web.StreamResponse] | web.StreamResponse]
@@ -161,7 +162,7 @@ class RecordingTarget:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        call = Call(json.loads(await request.read()), dict(request.headers), time.monotonic())
+        call = Call(json.loads(await request.read()), dict(request.headers), time.monotonic(), request)
         self.calls.append(call)
         assert self._arrived is not None
         async with self._arrived:

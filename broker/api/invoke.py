@@ -11,6 +11,7 @@ import base64
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -79,6 +80,8 @@ async def _run_sync(target: Invokable, text: str, request_id: str, log_type: str
 
 
 def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str, account: str) -> list[web.RouteDef]:
+    received: dict[str, Any] = {}  # each function's counter child, looked up once
+
     async def invoke(request: web.Request) -> web.StreamResponse:
         name, qualifier = resolve_name(request.match_info["name"], account)
         qualifier = request.query.get("Qualifier", qualifier)
@@ -100,7 +103,10 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
         except BrokerError as exc:
             # Redis away or full (noeviction): nothing was accepted, and SDKs retry a 503
             return aws_error(503, "ServiceException", f"The event could not be queued: {exc}", error_type="Service")
-        metrics.async_events_received.labels(name).inc()
+        counter = received.get(name)
+        if counter is None:
+            counter = received[name] = metrics.async_events_received.labels(name)
+        counter.inc()
         return web.Response(status=202, headers={"X-Amzn-RequestId": request_id})
 
     return [web.post("/2015-03-31/functions/{name}/invocations", invoke)]

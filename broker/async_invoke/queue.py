@@ -1,7 +1,9 @@
 """The durable async event queue: one Redis Stream per function with a consumer group, plus a
 delayed set for retries (DESIGN §7).
 
-    {broker:fn:<name>}:events    stream; entry field ``e`` = the event document (JSON)
+    {broker:fn:<name>}:events    stream; a new event's entry: ``id`` (request id) and ``p`` (the
+                                 payload as accepted); an event back from a retry: ``e``, its
+                                 whole document (JSON)
     {broker:fn:<name>}:delayed   zset of event documents scored by due time (Unix ms, Redis TIME)
 
 ``enqueue`` returns only after XADD did, so an accepted (202) event is in Redis; with AOF it
@@ -20,7 +22,8 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateStoreError
-from broker.redis_state import AutoPipeline, ScriptBatch, lua, translated
+from broker.redis_pipeline import AutoPipeline, ScriptBatch
+from broker.redis_state import lua, translated
 
 GROUP = "workers"
 
@@ -85,7 +88,8 @@ class AsyncQueue:
     @translated
     async def enqueue(self, request_id: str, payload: str) -> str:
         """Durably accept an event; returns its stream entry id."""
-        entry = await self._pipeline.execute("XADD", self.stream, "*", "e", AsyncEvent(request_id, payload).document())
+        # The payload as its own field: no JSON document to build now nor to parse when it is read.
+        entry = await self._pipeline.execute("XADD", self.stream, "*", "id", request_id, "p", payload)
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     @translated
@@ -128,4 +132,7 @@ class AsyncQueue:
     @staticmethod
     def _event(entry_id: Any, fields: dict[Any, Any]) -> AsyncEvent:
         eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return AsyncEvent.parse(eid, fields[b"e"] if b"e" in fields else fields["e"])
+        doc = fields.get(b"e")
+        if doc is not None:
+            return AsyncEvent.parse(eid, doc)
+        return AsyncEvent(fields[b"id"].decode(), fields[b"p"].decode(), int(eid.split("-", 1)[0]), entry_id=eid)

@@ -31,7 +31,8 @@ from redis.exceptions import RedisError
 
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
-from broker.redis_state import AutoPipeline, ScriptBatch, lua, translated
+from broker.redis_pipeline import AutoPipeline, ScriptBatch
+from broker.redis_state import lua, translated
 
 log = structlog.get_logger("broker.permits")
 ACCOUNT_POOL = "{broker:account}:permits"
@@ -83,6 +84,8 @@ class Permits:
         self._release = ScriptBatch(self._pipeline, redis.register_script(lua("broker.concurrency", "release.lua")))
         self._count = redis.register_script(lua("broker.concurrency", "count.lua"))
         self._freed: dict[str, asyncio.Event] = {}  # pool key -> set when this replica releases one
+        self._holder_prefix = f"{replica}:{uuid.uuid4().hex[:16]}:"  # + a count: unique, and cheaper than a uuid each
+        self._holds = 0
 
     def pool(self, function: str) -> Pool:
         return self._pools(function)
@@ -98,36 +101,36 @@ class Permits:
         pool = self._pools(function)
         if pool.limit <= 0:
             raise TargetThrottled(f"{function}: concurrency is 0", reason=pool.reason)
-        holder = f"{self._replica}:{uuid.uuid4().hex}"
+        self._holds += 1
+        holder = f"{self._holder_prefix}{self._holds}"
         try:
             grant = await self._take(function, pool, holder, wait_seconds)
         except (RedisError, OSError) as exc:
             raise StateStoreError(f"redis: {exc}") from exc
         task = asyncio.current_task()
         assert task is not None
-        lost = asyncio.Event()
-        done = asyncio.Event()  # the renewer stops on it too: redis-py can swallow a cancellation
+        state = _Holding()
         renewer: asyncio.Task[None] | None = None
 
         def start_renewing() -> None:  # only work that outlives a third of the TTL needs a renewer task
             nonlocal renewer
-            renewer = asyncio.ensure_future(self._keep(pool, holder, task, lost, done))
+            renewer = asyncio.ensure_future(self._keep(pool, holder, task, state))
 
         timer = asyncio.get_running_loop().call_later(self._ttl_ms / 3000, start_renewing)
         try:
             yield grant
         except asyncio.CancelledError:
-            if lost.is_set() and task.uncancel() == 0:
+            if state.lost and task.uncancel() == 0:
                 raise PermitLost(f"{function}: the permit expired while the work ran") from None
             raise
         finally:
             timer.cancel()
-            done.set()
+            state.done = True
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
-            if not lost.is_set():
+            if not state.lost:
                 await self._give_back(pool, holder)
 
     async def _take(self, function: str, pool: Pool, holder: str, wait_seconds: float) -> Grant:
@@ -166,19 +169,25 @@ class Permits:
         if event is not None:
             event.set()  # waiters of this replica ask again now
 
-    async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], lost: asyncio.Event,
-                    done: asyncio.Event) -> None:
-        """Renew now (a third of the TTL has passed) and every third of it after that, until ``done``."""
-        while not done.is_set():
+    async def _keep(self, pool: Pool, holder: str, task: asyncio.Task[Any], state: _Holding) -> None:
+        """Renew now (a third of the TTL has passed) and every third of it after that, until done
+        (a flag as well as the cancellation: redis-py can swallow a cancellation)."""
+        while not state.done:
             try:
                 renewed = await self._renew(keys=[pool.key], args=[holder, self._ttl_ms])
             except (RedisError, OSError) as exc:  # Redis away: keep trying until the TTL decides
                 log.warning("permit_renewal_failed", error=str(exc))
                 renewed = True
-            if not renewed and not done.is_set():
+            if not renewed and not state.done:
                 log.error("permit_lost", pool=pool.key, holder=holder)
-                lost.set()
+                state.lost = True
                 task.cancel()
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self._ttl_ms / 3000)
+            if not state.done:
+                await asyncio.sleep(self._ttl_ms / 3000)
+
+
+@dataclass(slots=True)
+class _Holding:
+    done: bool = False  # the work ended: the renewer stops
+    lost: bool = False  # a renewal found the permit gone: the work was cancelled

@@ -9,7 +9,6 @@ error with Lambda's ``Sandbox.Timedout`` body.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import time
@@ -65,6 +64,7 @@ class HttpInvoker:
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
         self._url = url
         self._session = session
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # by the function's Timeout
 
     async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
         headers = {
@@ -78,16 +78,18 @@ class HttpInvoker:
             headers["X-Amzn-Trace-Id"] = ctx.trace_id
         if ctx.client_context:
             headers["Lambda-Runtime-Client-Context"] = ctx.client_context
+        timeout = self._timeouts.get(limit_seconds)
+        if timeout is None:  # aiohttp's own timer (the whole request, reading the answer too): cheaper than a wrapper
+            timeout = self._timeouts[limit_seconds] = aiohttp.ClientTimeout(total=limit_seconds)
+        # aiohttp wants large bodies as a stream (it warns that raw bytes block the loop)
+        body_arg = io.BytesIO(payload) if len(payload) > _STREAM_BODY_ABOVE else payload
         started = time.monotonic()
         try:
-            async with asyncio.timeout(limit_seconds):
-                # aiohttp wants large bodies as a stream (it warns that raw bytes block the loop)
-                body_arg = io.BytesIO(payload) if len(payload) > _STREAM_BODY_ABOVE else payload
-                async with self._session.post(self._url, data=body_arg, headers=headers) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    function_error = resp.headers.get("X-Amz-Function-Error")
-                    retry_after = resp.headers.get("Retry-After")
+            async with self._session.post(self._url, data=body_arg, headers=headers, timeout=timeout) as resp:
+                body = await resp.read()
+                status = resp.status
+                function_error = resp.headers.get("X-Amz-Function-Error")
+                retry_after = resp.headers.get("Retry-After")
         except TimeoutError:
             return InvokeResult(timeout_error_payload(ctx.request_id, limit_seconds), "Unhandled",
                                 time.monotonic() - started, 0)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.redis_state import AutoPipeline, lua, translated
+from broker.redis_pipeline import AutoPipeline
+from broker.redis_state import lua, translated
 from broker.sources.leases import Fence
 
 SHARD_END = "SHARD_END"

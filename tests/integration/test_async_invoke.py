@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import boto3
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from botocore.config import Config
 
@@ -74,6 +75,35 @@ async def test_sync_invoke_result_and_function_error(broker: BrokerRunner, targe
     assert bad["StatusCode"] == 200
     assert bad["FunctionError"] == "Unhandled"
     assert json.loads(bad["Payload"].read()) == {"errorMessage": "it broke", "errorType": "ValueError"}
+
+
+async def test_sync_invoke_past_timeout(broker: BrokerRunner, target: RecordingTarget, aws: Aws) -> None:
+    """A target that answers late, or sends its headers and then the body late, is a function error
+    with Lambda's Sandbox.Timedout body after the function's Timeout."""
+    async def late(event: Any, call: Call) -> web.StreamResponse:
+        if event["how"] == "headers":
+            await asyncio.sleep(3)
+            return respond_json({})
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        assert call.request is not None
+        await response.prepare(call.request)
+        await response.write(b'{"partial":')
+        await asyncio.sleep(3)
+        await response.write(b" 1}")
+        return response
+
+    target.responder = late
+    async with broker.run(fn(target, Timeout=1), [], **FAST) as app:
+        client = lambda_client(app)
+        for how in ("headers", "body"):
+            started = asyncio.get_running_loop().time()
+            result = await invoke(client, FunctionName="f", Payload=json.dumps({"how": how}))
+            took = asyncio.get_running_loop().time() - started
+            assert result["FunctionError"] == "Unhandled", how
+            body = json.loads(result["Payload"].read())
+            assert body["errorType"] == "Sandbox.Timedout", how
+            assert body["errorMessage"].endswith("Task timed out after 1.00 seconds"), how
+            assert 0.9 < took < 2.5, (how, took)
 
 
 async def test_invoke_errors(broker: BrokerRunner, target: RecordingTarget, aws: Aws) -> None:
@@ -253,3 +283,19 @@ async def test_burst_of_events_all_delivered(broker: BrokerRunner, target: Recor
 
 async def _depth_zero(app: Any) -> bool:
     return sum([await q.depth() for q in app.queues.values()]) == 0
+
+
+async def test_event_queued_by_an_earlier_version_is_delivered(broker: BrokerRunner, target: RecordingTarget,
+                                                               redis_server: Any) -> None:
+    """Events accepted before an upgrade (stored as one JSON document) are delivered after it."""
+    request_id = "0d6e2b9a-5f1c-4a57-9a1e-4b8f3d2c1a00"
+    document = {"id": request_id, "payload": json.dumps({"queued": "before"}), "enqueued_ms": 0, "attempts": 0,
+                "invokes": 0, "throttles": 0, "last": None, "outcome": None}
+    client = aioredis.from_url(redis_server.url)
+    await client.xadd("{broker:fn:f}:events", {"e": json.dumps(document)})
+    await client.aclose()
+    async with broker.run(fn(target), [], **FAST):
+        calls = await target.wait_for(lambda calls: len(calls) >= 1)
+    assert calls[0].event == {"queued": "before"}
+    assert calls[0].headers["Lambda-Runtime-Aws-Request-Id"] == request_id
+
