@@ -1,8 +1,8 @@
 """The AWS emulator behind ``embedded`` (moto), with its SQS queues made safe for concurrent pollers.
 
 moto serves each request on its own thread, and its SQS queue mutates shared lists without a
-lock: two ReceiveMessage calls can both see a message visible and both hand it out (measured: 4
-duplicates in 2,000 messages with 6 threads receiving; getmoto/moto#519), and two concurrent
+lock: two ReceiveMessage calls can both see a message visible and both hand it out (measured with
+6 threads receiving: 4 duplicates in 2,000 messages, 4 in 4,000; getmoto/moto#519), and two concurrent
 DeleteMessage calls each rebuild the message list, so one can put back a message the other
 deleted (it comes back after its visibility timeout) or drop one just sent (read in its code, not
 seen in a test). Real SQS does neither, and a mapping runs many pollers at once, so every change
