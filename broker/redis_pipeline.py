@@ -34,22 +34,20 @@ class DirectLink:
         return isinstance(redis, aioredis.Redis) and not getattr(redis, "single_connection_client", False)
 
     async def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._pool.get_connection()
+        if self._idle:
+            try:
+                return await self._use(self._idle.pop(), commands)
+            except RedisConnectionError:
+                pass  # closed by the server while idle: once more, on a new connection
+        return await self._use(await self._pool.get_connection(), commands)
+
+    async def _use(self, conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """One trip on ``conn``, kept for the next; dropped if the trip fails."""
         try:
             replies = await self._trip(conn, commands)
-        except RedisConnectionError:
-            await self._drop(conn)
-            if not reused:
-                raise
-            conn = await self._pool.get_connection()
-            try:
-                replies = await self._trip(conn, commands)
-            except BaseException:
-                await self._drop(conn)
-                raise
         except BaseException:
-            await self._drop(conn)
+            await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
             raise
         self._idle.append(conn)
         return replies
@@ -64,10 +62,6 @@ class DirectLink:
             except ResponseError as exc:
                 replies.append(exc)
         return replies
-
-    async def _drop(self, conn: Any) -> None:
-        await conn.disconnect(nowait=True)
-        await self._pool.release(conn)
 
     async def aclose(self) -> None:
         while self._idle:

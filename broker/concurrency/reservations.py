@@ -34,9 +34,8 @@ class Reservations:
         self._functions = functions  # the current config's functions (a reload applies at once)
         self._account_limit = account_limit
         self._overrides: dict[str, int | None] = {}
-        self._changes = 0  # bumped whenever the overrides change
-        self._pools: dict[str, Pool] = {}  # a function's pool, valid while the key below is current
-        self._pools_of: tuple[object, int, int] | None = None  # (config's functions, changes, account limit)
+        self._pools: dict[str, Pool] = {}  # by function; emptied when a reservation, the config or the limit changes
+        self._pools_of: tuple[object, int] | None = None  # (the config's functions, the account limit) they are for
 
     def reserved(self, function: str) -> int | None:
         if function in self._overrides:
@@ -48,9 +47,10 @@ class Reservations:
         """The permit pool of ``function`` now: its own if it reserves concurrency, else the
         account's unreserved pool (read at acquire time, so a reload or an API change applies at once;
         kept while neither the config, the overrides nor the account's limit changed)."""
-        current = (self._functions(), self._changes, self._account_limit())
-        if self._pools_of is None or current[0] is not self._pools_of[0] or current[1:] != self._pools_of[1:]:
-            self._pools, self._pools_of = {}, current
+        functions, limit = self._functions(), self._account_limit()
+        if self._pools_of is None or functions is not self._pools_of[0] or limit != self._pools_of[1]:
+            self._pools.clear()
+            self._pools_of = (functions, limit)
         pool = self._pools.get(function)
         if pool is None:
             pool = self._pools[function] = self._pool(function)
@@ -76,7 +76,7 @@ class Reservations:
         overrides = {k.decode(): None if v.decode() == _NONE else int(v) for k, v in raw.items()}
         if overrides != self._overrides:
             self._overrides = overrides
-            self._changes += 1
+            self._pools.clear()
 
     @translated
     async def _read(self) -> dict[bytes, bytes]:
@@ -90,10 +90,10 @@ class Reservations:
                 f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED_CONCURRENCY}].")
         await self._redis.hset(KEY, function, str(reserved))
         self._overrides[function] = reserved
-        self._changes += 1
+        self._pools.clear()
 
     @translated
     async def delete(self, function: str) -> None:
         await self._redis.hset(KEY, function, _NONE)
         self._overrides[function] = None
-        self._changes += 1
+        self._pools.clear()
