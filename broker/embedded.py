@@ -38,7 +38,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """True when nothing listens on the loopback ``port``. SO_REUSEADDR as every server sets it:
+    sockets a previous run left in TIME-WAIT do not make the port look taken (on Linux a bind with
+    it still fails while a socket listens there)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -142,10 +142,11 @@ def _op_equals_ignore_case(arg: Any) -> LeafTest:
 def _op_exists(arg: Any) -> LeafTest:
     if not isinstance(arg, bool):
         raise _bad("exists takes true or false")
-    # exists works on leaves only: an object value matches neither exists:true nor exists:false.
+    # exists works on leaves only: a key whose value is an object counts as absent, so
+    # exists:true never matches it and exists:false does (as recorded on AWS for DynamoDB images).
     if arg:
         return lambda v: v is not _MISSING and not isinstance(v, dict)
-    return lambda v: v is _MISSING
+    return lambda v: v is _MISSING or isinstance(v, dict)
 
 
 def _op_anything_but(arg: Any) -> LeafTest:

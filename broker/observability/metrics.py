@@ -31,6 +31,7 @@ class Metrics:
         self.cold_starts = Counter("broker_cold_starts", "Invocations that were an environment's first (they waited for its init).", _FN, registry=r)
         self.warm_starts = Counter("broker_warm_starts", "Invocations that ran in an already initialised environment.", _FN, registry=r)
         self.runtime_pending = Gauge("broker_runtime_pending_invocations", "Invocations waiting for an execution environment (all replicas for a function with a shared Runtime API port; read at scrape time).", _FN, registry=r)
+        self.init_failures = Counter("broker_init_failures", "Execution environments whose init failed (an init error or an exit before the first next).", _FN, registry=r)
         self.environments = Gauge("broker_environments", "Execution environments of this replica by state (initializing, idle, busy).", (*_FN, "state"), registry=r)
         # Event source mapping metrics
         self.polled_events = Counter("broker_polled_events", "Events read from the source.", _ESM, registry=r)

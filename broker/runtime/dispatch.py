@@ -55,6 +55,7 @@ class Invocation:
     handed_at: float = 0.0
     init_seconds: float | None = None
     log: list[str] = field(default_factory=list)
+    tags: dict[str, object] = field(default_factory=dict)  # the caller's log context (mapping, shard, ...)
 
     def finish(self, payload: bytes, error: str | None, now: float) -> bool:
         if self.result.done():
@@ -104,6 +105,8 @@ class Dispatcher:
         self._m_cold = metrics.cold_starts.labels(function)
         self._m_warm = metrics.warm_starts.labels(function)
         self._m_envs = {state: metrics.environments.labels(function, state.value) for state in EnvState}
+        self._m_init_failures = metrics.init_failures.labels(function)
+        self._init_failures = InitFailures(claim_seconds=init_timeout)
 
     # ------------------------------------------------------------------ the invoker side
 
@@ -111,7 +114,12 @@ class Dispatcher:
         """Run once in an environment; TargetThrottled if none took it within the init timeout
         plus the function's timeout (no environment free, none could start)."""
         loop = asyncio.get_running_loop()
-        inv = Invocation(payload, ctx, limit_seconds, loop.create_future())
+        inv = Invocation(payload, ctx, limit_seconds, loop.create_future(),
+                         tags=structlog.contextvars.get_contextvars())
+        failure = self.init_failure()
+        if failure is not None:  # the environment this invocation would wait for failed its init
+            inv.finish(failure, "Unhandled", time.monotonic())
+            return await inv.result
         self._waiting.append(inv)
         await self._notify()
         self._scale()
@@ -126,6 +134,11 @@ class Dispatcher:
         finally:
             if inv in self._waiting:  # the caller gave up (cancelled)
                 self._waiting.remove(inv)
+
+    def init_failure(self) -> bytes | None:
+        """The init error an arriving invocation gets at once instead of waiting: one no invocation
+        has received yet, or the latest while new environments back off and none is ready here."""
+        return self._init_failures.claim(no_environment_ready=not self._ready_or_starting())
 
     # ------------------------------------------------------------------ the Runtime API side
 
@@ -149,6 +162,7 @@ class Dispatcher:
         if env.cold and env.state is EnvState.INITIALIZING:
             env.init_seconds = now - env.started
             self._m_init.observe(now - env.started)
+            self._init_failures.succeeded()
         env.state = EnvState.IDLE
         env.idle_since = now
         self._gauge()
@@ -183,7 +197,7 @@ class Dispatcher:
         env.init_failed = True
         log.warning("environment_init_failed", function=self.function, environment=env.key,
                     error=_error_type(body))
-        self._fail_next_waiting(body)
+        self._init_failed(body)
 
     def exited(self, env: Environment, code: int | None) -> None:
         """A managed environment's process ended (crash, kill, or its own exit)."""
@@ -194,7 +208,7 @@ class Dispatcher:
             self._settle(env, _error_body("Runtime.ExitError", f"RequestId: {env.current.ctx.request_id} Error: "
                                           f"Runtime exited with error: exit status {code}"), "Unhandled")
         elif env.cold and not env.init_failed and not self._closed:
-            self._fail_next_waiting(_error_body("Runtime.ExitError", f"Runtime exited during init: exit status {code}"))
+            self._init_failed(_error_body("Runtime.ExitError", f"Runtime exited during init: exit status {code}"))
         log.info("environment_stopped", function=self.function, environment=env.key, exit_code=code)
         self._gauge()
         if not self._closed:
@@ -215,7 +229,7 @@ class Dispatcher:
         return self._idle.is_set()
 
     def _update_idle(self) -> None:
-        if self._idle_waiters > len(self._waiting):
+        if self._idle_waiters > len(self._waiting) or self._init_failures.unclaimed():
             self._idle.set()
         else:
             self._idle.clear()
@@ -257,12 +271,17 @@ class Dispatcher:
             inv.finish(_error_body("Runtime.Unavailable", "the broker is shutting down"), "Unhandled", time.monotonic())
 
     def log_line(self, env: Environment, line: str) -> None:
-        """A line of a managed environment's output: logged, and kept for ``LogType: Tail``."""
+        """A line of a managed environment's output: logged with the tags of the invocation that
+        printed it (never another task's), and kept for ``LogType: Tail``. Lines printed outside an
+        invocation (init, between invocations) are the environment's own."""
         inv = env.current
-        log.info("function_log", function=self.function, environment=env.key,
-                 request_id=inv.ctx.request_id if inv else None, message=line.rstrip("\n"))
-        if inv is not None:
-            inv.log.append(line)
+        if inv is None:
+            log.info("function_log", function=self.function, environment=env.key,
+                     phase="init" if env.cold else "idle", message=line.rstrip("\n"))
+            return
+        log.info("function_log", **{**inv.tags, "function": self.function, "environment": env.key,
+                                    "request_id": inv.ctx.request_id, "message": line.rstrip("\n")})
+        inv.log.append(line)
 
     # ------------------------------------------------------------------ internals
 
@@ -337,15 +356,41 @@ class Dispatcher:
             env.process.kill()
         # an external environment gets work again only when it asks for the next invocation
 
-    def _fail_next_waiting(self, body: bytes) -> None:
+    def _init_failed(self, body: bytes) -> None:
+        """An environment failed its init: the invocation next in line gets the runtime's error (or,
+        if none waits here, the next one to arrive: it may be on its way from the shared queue), and
+        new environments back off while inits keep failing."""
+        delay = self._init_failures.failed(body)
+        if delay is not None:
+            self._m_init_failures.inc()
+            log.warning("environment_init_backoff", function=self.function, seconds=round(delay, 1),
+                        failures_in_a_row=self._init_failures.streak, error=_error_type(body))
         inv = self._take()
-        if inv is not None:
+        if inv is None:
+            self._update_idle()  # the shared queue's bridge takes an invocation for this error
+        while inv is not None:
+            self._init_failures.paid()
             inv.handed_at = time.monotonic()
             inv.finish(body, "Unhandled", time.monotonic())
+            # the rest wait on as long as another environment may take them; else they fail too
+            inv = None if self._ready_or_starting() else self._take()
+        if not self._closed and self._start_process is not None:
+            self._schedule_rescale(delay or 0.0)
+
+    def _ready_or_starting(self) -> bool:
+        """An environment is free, or one is starting that no failure stopped yet."""
+        return any(e.state is EnvState.IDLE or (e.state is EnvState.INITIALIZING and not e.init_failed)
+                   for e in self.environments.values())
+
+    def _schedule_rescale(self, delay: float) -> None:
+        def rescale() -> None:
+            self._scale()
+            self._update_idle()
+        asyncio.get_running_loop().call_later(delay, rescale)
 
     def _scale(self) -> None:
         """Start managed environments for invocations that no free or starting environment will take."""
-        if self._start_process is None or self._closed:
+        if self._start_process is None or self._closed or self._init_failures.backing_off():
             return
         free = sum(1 for e in self.environments.values() if e.state is not EnvState.BUSY)
         wanted = sum(1 for inv in self._waiting if not inv.result.done()) - free
@@ -356,7 +401,7 @@ class Dispatcher:
     def want_environment(self) -> None:
         """An invocation went to the shared queue: start a managed environment here if none is free
         (another replica's may take it first; the surplus retires when idle)."""
-        if self._start_process is None or self._closed:
+        if self._start_process is None or self._closed or self._init_failures.backing_off():
             return
         if all(e.state is EnvState.BUSY for e in self.environments.values()) and len(self.environments) < self._max:
             self._launch()
@@ -374,6 +419,60 @@ class Dispatcher:
     def _gauge(self) -> None:
         for state, gauge in self._m_envs.items():
             gauge.set(sum(1 for e in self.environments.values() if e.state is state))
+
+
+class InitFailures:
+    """Inits that failed in a row: a capped exponential backoff before the next environment
+    starts, and the latest error, owed to the invocation that waited for it.
+
+    While backing off with no environment ready, invocations get the latest init error at once, as
+    Lambda answers each invocation of a function whose init fails; they are never throttled.
+    """
+
+    def __init__(self, *, claim_seconds: float, base: float = 1.0, cap: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._claim_seconds = claim_seconds
+        self._base, self._cap, self._clock = base, cap, clock
+        self.streak = 0
+        self._until = 0.0
+        self._latest: bytes | None = None
+        self._owed: tuple[bytes, float] | None = None  # an error no invocation has received yet
+
+    def failed(self, body: bytes) -> float | None:
+        """Count a failure; the new backoff delay if one starts now, else None (one already runs)."""
+        now = self._clock()
+        self.streak += 1
+        self._latest = body
+        self._owed = (body, now)
+        if now < self._until:
+            return None
+        delay = min(self._cap, self._base * 2.0 ** (self.streak - 1))
+        self._until = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.streak, self._until, self._latest, self._owed = 0, 0.0, None, None
+
+    def backing_off(self) -> bool:
+        return self._clock() < self._until
+
+    def unclaimed(self) -> bool:
+        return self._owed is not None and self._clock() - self._owed[1] < self._claim_seconds
+
+    def paid(self) -> None:
+        """The owed error reached an invocation."""
+        self._owed = None
+
+    def claim(self, *, no_environment_ready: bool) -> bytes | None:
+        """The error an arriving invocation gets instead of waiting, if any."""
+        if self.unclaimed():
+            assert self._owed is not None
+            body, self._owed = self._owed[0], None
+            return body
+        self._owed = None
+        if no_environment_ready and self.backing_off():
+            return self._latest
+        return None
 
 
 def _error_body(error_type: str, message: str) -> bytes:

@@ -8,6 +8,7 @@ environment's ``next`` call and returns what the environment posts back.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ from broker.types import InvokeContext, InvokeResult
 
 log = structlog.get_logger("broker.runtime")
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # Lambda's 6 MB, with the runtime's framing allowance
+MAX_HEADER_BYTES = 2 * 1024 * 1024  # a header line; runtime clients cap theirs at 1 MiB (XRay-Error-Cause)
 _PREFIX = "/2018-06-01/runtime"
 _RETIRE_CHECK_SECONDS = 5.0
 
@@ -69,7 +71,11 @@ class RuntimeHost:
             web.post(f"{_PREFIX}/invocation/{{request_id}}/error", self._error),
             web.post(f"{_PREFIX}/init/error", self._init_error),
         ])
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        # AWS's runtime clients send a function error's X-Ray cause as a header of up to 1 MiB
+        # (awslambdaric drops it only above that); aiohttp's default 8 KiB line limit would refuse
+        # the function's answer and make the client exit, losing the error.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5,
+                                     max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES)
         await self._runner.setup()
         if self._api_port is not None:
             site = web.TCPSite(self._runner, self._host, self._api_port)
@@ -109,6 +115,9 @@ class RuntimeHost:
         """The ``Invoker`` protocol: run once in one of this function's environments (of any replica,
         for a function with a shared port)."""
         if self._shared is not None:
+            failure = self.dispatcher.init_failure()
+            if failure is not None:  # this replica's environments fail their init: the runtime's error
+                return InvokeResult(failure, "Unhandled")
             self.dispatcher.want_environment()
             return await self._shared.invoke(payload, ctx, limit_seconds)
         return await self.dispatcher.invoke(payload, ctx, limit_seconds)
@@ -150,19 +159,25 @@ class RuntimeHost:
             self.dispatcher.retire_idle()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
+        # A fresh context: an environment outlives whichever invocation started it, so its tasks
+        # (output relay, bridge) must not carry that caller's log tags.
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ the Runtime API
 
-    def _caller(self, request: web.Request) -> Environment:
+    def _managed_caller(self, request: web.Request) -> Environment | None:
         transport = request.transport
         local = transport.get_extra_info("sockname") if transport else None
-        key = f"127.0.0.1:{local[1]}" if local else ""
-        env = self.dispatcher.environments.get(key)
-        if env is not None and env.process is not None:
+        env = self.dispatcher.environments.get(f"127.0.0.1:{local[1]}" if local else "")
+        return env if env is not None and env.process is not None else None
+
+    def _caller(self, request: web.Request) -> Environment:
+        env = self._managed_caller(request)
+        if env is not None:
             return env
+        transport = request.transport
         peer = transport.get_extra_info("peername") if transport else None
         return self.dispatcher.environment(f"external:{peer[0]}:{peer[1]}" if peer else "external:?")
 
@@ -185,9 +200,16 @@ class RuntimeHost:
             headers["Lambda-Runtime-Cognito-Identity"] = ctx.cognito_identity
         return web.Response(body=inv.payload, headers=headers, content_type="application/json")
 
+    async def _flush(self, request: web.Request) -> None:
+        """A managed environment's lines printed before this call go to the invocation it answers."""
+        env = self._managed_caller(request)
+        if env is not None and env.process is not None:
+            await env.process.flush_output()
+
     async def _response(self, request: web.Request) -> web.Response:
         request_id = request.match_info["request_id"]
         body = await request.read()
+        await self._flush(request)
         if len(body) > MAX_RESPONSE_BYTES:
             self.dispatcher.error(request_id, _body("Function.ResponseSizeTooLarge",
                                                     f"Response payload size ({len(body)} bytes) exceeded maximum "
@@ -199,12 +221,15 @@ class RuntimeHost:
 
     async def _error(self, request: web.Request) -> web.Response:
         request_id = request.match_info["request_id"]
-        if not self.dispatcher.error(request_id, await request.read() or _body("Runtime.Unknown", "")):
+        body = await request.read()
+        await self._flush(request)
+        if not self.dispatcher.error(request_id, body or _body("Runtime.Unknown", "")):
             return _runtime_error(400, "InvalidRequestID", f"no invocation {request_id} is in flight here")
         return web.json_response({"status": "OK"}, status=202)
 
     async def _init_error(self, request: web.Request) -> web.Response:
         body = await request.read()
+        await self._flush(request)
         error_type = request.headers.get("Lambda-Runtime-Function-Error-Type", "Runtime.Unknown")
         self.dispatcher.init_error(self._caller(request), body or _body(error_type, "init failed"))
         return web.json_response({"status": "OK"}, status=202)

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
+import struct
+import subprocess
+import termios
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import structlog
 
 log = structlog.get_logger("broker.runtime")
 _STOP_GRACE_SECONDS = 2.0
+_FLUSH_LIMIT_SECONDS = 0.05  # a runtime that keeps printing after its answer does not hold the answer back
 # What a function's process inherits from the broker's environment (Lambda gives a clean one):
 # the search paths, and the AWS credentials the SDKs find the usual way (IRSA, keys, profiles).
 _INHERITED = ("PATH", "HOME", "PYTHONPATH", "LANG", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "AWS_ACCESS_KEY_ID",
@@ -43,6 +49,36 @@ def lambda_environment(*, runtime_api: str, function: str, memory_mb: int, regio
     }
 
 
+class _Output(asyncio.SubprocessProtocol):
+    """The process's output, cut into lines as it is read (on the loop, synchronously): once the
+    pipe holds no unread byte, every line written so far has reached ``on_line``."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._partial = b""
+        self.closed = asyncio.get_running_loop().create_future()
+        self.exited = asyncio.get_running_loop().create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._on_line(line.decode("utf-8", "replace") + "\n")
+
+    def flush_partial(self) -> None:
+        if self._partial:
+            line, self._partial = self._partial, b""
+            self._on_line(line.decode("utf-8", "replace"))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.flush_partial()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class ManagedProcess:
     """One environment's process. ``key`` is its Runtime API address (its own loopback port)."""
 
@@ -54,41 +90,68 @@ class ManagedProcess:
         self._cwd = cwd
         self._on_line = on_line
         self._on_exit = on_exit
-        self._proc: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._output: _Output | None = None
         self._killed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._transport.get_pid() if self._transport is not None else None
 
     async def run(self) -> None:
         """Start the process, relay its output, report its exit."""
         code: int | None = None
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self._command, env=self._env, cwd=self._cwd, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            loop = asyncio.get_running_loop()
+            self._transport, self._output = await loop.subprocess_exec(
+                lambda: _Output(self._on_line), *self._command, env=self._env, cwd=self._cwd,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             if self._killed:
                 self.kill()
-            assert self._proc.stdout is not None
-            async for line in self._proc.stdout:
-                self._on_line(line.decode("utf-8", "replace"))
-            code = await self._proc.wait()
+            await self._output.closed
+            await self._output.exited
+            code = self._transport.get_returncode()
+            self._transport.close()
         except OSError as exc:
             log.error("environment_start_failed", environment=self.key, command=self._command[0], error=str(exc))
         finally:
             self._on_exit(code)
 
+    async def flush_output(self) -> None:
+        """Wait (briefly) until what the process wrote so far has been read and passed on as lines:
+        a runtime prints, then posts its answer, so its lines belong to the invocation it answers."""
+        output, transport = self._output, self._transport
+        pipe = transport.get_pipe_transport(1) if transport is not None else None
+        if output is None or pipe is None:
+            return
+        stream = pipe.get_extra_info("pipe")
+        deadline = time.monotonic() + _FLUSH_LIMIT_SECONDS
+        while stream is not None and not pipe.is_closing() and time.monotonic() < deadline:
+            try:
+                unread = struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            except (OSError, ValueError):
+                break
+            if unread == 0:
+                break
+            await asyncio.sleep(0)  # the loop reads the pipe and hands the lines over
+        output.flush_partial()
+
     def kill(self) -> None:
         self._killed = True
-        if self._proc is not None and self._proc.returncode is None:
+        pid = self.pid
+        if pid is not None and self._transport is not None and self._transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)  # the runtime and anything it started
+                os.killpg(pid, signal.SIGKILL)  # the runtime and anything it started
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period."""
         self._killed = True
-        if self._proc is None or self._proc.returncode is not None:
+        pid, output = self.pid, self._output
+        if pid is None or output is None or self._transport is None or self._transport.get_returncode() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(self._proc.wait(), _STOP_GRACE_SECONDS)
+            await asyncio.wait_for(asyncio.shield(output.exited), _STOP_GRACE_SECONDS)
         except TimeoutError:
             self.kill()

@@ -100,6 +100,7 @@ class BatchResolver:
                 result = await self._take_state(lane, result)
             failed = (parse_item_failures(result.payload, {r.sequence for r in w.records})
                       if result.ok and spec.report_batch_item_failures else frozenset())
+            self._log_invoked(w, result, failed)
             if result.ok and failed == frozenset():
                 await self._handled(w.records, lane)
                 self._on_result("OK")
@@ -169,11 +170,24 @@ class BatchResolver:
             w.invokes += 1
             w.last = result
             self._m_invoked.inc(len(w.records))
-            log.info("batch_invoked", records=len(w.records), first=w.records[0].sequence,
-                     last=w.records[-1].sequence, attempt=w.attempts + 1,
-                     duration_ms=round(result.duration_seconds * 1000, 2),
-                     outcome="success" if result.ok else "function_error")
             return result
+
+    @staticmethod
+    def _log_invoked(w: _Work, result: InvokeResult, failed: frozenset[str] | None) -> None:
+        """One line per invocation saying what came of it: success, partial_failure (with the count
+        of reported items), invalid_partial_response (the whole batch failed) or function_error."""
+        fields: dict[str, Any] = {}
+        if not result.ok:
+            outcome = "function_error"
+        elif failed is None:
+            outcome = "invalid_partial_response"
+        elif failed:
+            outcome, fields["failed_items"] = "partial_failure", len(failed)
+        else:
+            outcome = "success"
+        log.info("batch_invoked", records=len(w.records), first=w.records[0].sequence,
+                 last=w.records[-1].sequence, attempt=w.attempts + 1,
+                 duration_ms=round(result.duration_seconds * 1000, 2), outcome=outcome, **fields)
 
     async def _give_up(self, records: list[StreamRecord], condition: str, w: _Work,
                        response: dict[str, Any] | None) -> None:
@@ -188,7 +202,8 @@ class BatchResolver:
         now = self._clock.time()
         document = stream_failure_record(
             kind=self._service.kind, request_id=w.request_id or str(uuid.uuid4()),
-            function_arn=self._function.arn, condition=condition, invoke_count=w.invokes,
+            # Records already too old when read were never invoked, yet AWS counts them as 1.
+            function_arn=self._function.arn, condition=condition, invoke_count=max(1, w.invokes),
             response=response, timestamp=now, shard_id=self._shard_id,
             first=(records[0].sequence, records[0].arrival), last=(records[-1].sequence, records[-1].arrival),
             batch_size=len(records), stream_arn=self._service.arn)

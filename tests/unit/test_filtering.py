@@ -52,7 +52,10 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
     ({"ProductName": [{"exists": False}]}, {}, True),
     ({"ProductName": [{"exists": False}]}, {"ProductName": "x"}, False),
     ({"Product": [{"exists": True}]}, {"Product": {"name": "x"}}, False),
-    ({"Product": [{"exists": False}]}, {"Product": {"name": "x"}}, False),
+    ({"Product": [{"exists": False}]}, {"Product": {"name": "x"}}, True),  # an object counts as absent
+    ({"dynamodb": {"NewImage": {"a": [{"exists": False}]}}}, {"dynamodb": {"NewImage": {"a": {"S": "v"}}}}, True),
+    ({"dynamodb": {"NewImage": {"a": [{"exists": False}]}}}, {"dynamodb": {"NewImage": {}}}, True),
+    ({"dynamodb": {"NewImage": {"a": {"S": [{"exists": False}]}}}}, {"dynamodb": {"NewImage": {"a": {"S": "v"}}}}, False),
     # prefix / suffix
     ({"Region": [{"prefix": "us-"}]}, {"Region": "us-east-1"}, True),
     ({"Region": [{"prefix": "us-"}]}, {"Region": "eu-west-1"}, False),
