@@ -208,8 +208,11 @@ class App:
         app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=server.middlewares(
             s.api, region=s.region, account=s.account_id, clock=self.clock, metrics=self.metrics))
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_gauges))
+        assert self.control is not None
+        assert self._follower is not None
         app.add_routes(mappings.routes(self.runners, self.kinds, region=s.region, account=s.account_id,
-                                       functions=lambda: self.config.functions, control=self.control))
+                                       functions=lambda: self.config.functions, control=self.control,
+                                       runs=self._follower.runs))
         app.add_routes(invoke_api.routes(self.invokables, self.metrics, region=s.region, account=s.account_id))
         app.add_routes(invoke_config_api.routes(self.invokables, region=s.region, account=s.account_id))
         assert self.reservations is not None
@@ -377,8 +380,9 @@ class App:
         await call(client.invoke, FunctionName=arn, InvocationType="Event", Payload=event.encode())
 
     async def readiness_problems(self) -> list[str]:
-        return await readiness.problems(draining=self._draining, started=self.started.is_set(), redis=self._redis,
-                                        workers=self._workers, runners=self.runners)
+        synced = self._follower is not None and self._follower.synced
+        return await readiness.problems(draining=self._draining, started=self.started.is_set() and synced,
+                                        redis=self._redis, workers=self._workers, runners=self.runners)
 
 
 def _without_enabled(esm: EventSourceMapping) -> dict[str, Any]:

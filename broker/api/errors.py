@@ -24,13 +24,18 @@ def aws_error(status: int, code: str, message: str, *, error_type: str = "User",
                         headers={"X-Amzn-ErrorType": code, **(headers or {})})
 
 
+def store_unavailable(store: str, exc: BrokerError) -> web.Response:
+    """The answer while Redis cannot be read or written: 503 ServiceException, on every route."""
+    return aws_error(503, "ServiceException", f"The {store} is unavailable: {exc}", error_type="Service")
+
+
 def store_guarded(handler: Handler, store: str) -> Handler:
-    """A handler whose state lives in Redis: a BrokerError from it answers 500 ServiceException."""
+    """A handler whose state lives in Redis: a BrokerError from it answers 503 ServiceException."""
     async def run(request: web.Request) -> web.Response:
         try:
             return await handler(request)
         except BrokerError as exc:
-            return aws_error(500, "ServiceException", f"The {store} is unavailable: {exc}", error_type="Service")
+            return store_unavailable(store, exc)
     return run
 
 
@@ -46,7 +51,7 @@ async def lambda_errors(request: web.Request,
             raise
         if exc.status in (404, 405):
             return aws_error(exc.status, "UnknownOperationException",
-                             f"Unknown operation: {request.method} {request.path}")
+                             f"Unknown operation: {request.method} {request.path}{_unserved_hint(request.path)}")
         if exc.status == 413:
             return aws_error(413, "RequestTooLargeException",
                              f"Request must be smaller than {request.app._client_max_size} bytes")
@@ -55,6 +60,16 @@ async def lambda_errors(request: web.Request,
         log.exception("api_unexpected_error", method=request.method, route=_route(request))
         return aws_error(500, "ServiceException", f"An internal error occurred: {type(exc).__name__}",
                          error_type="Service")
+
+
+def _unserved_hint(path: str) -> str:
+    """Function management (create, update, delete, versions, aliases, code, URLs) is not served:
+    say where functions come from instead."""
+    if "/functions" in path.split("?", 1)[0]:
+        return (". This broker serves Lambda's Invoke, event source mapping, concurrency, event invoke "
+                "config, tag and function read operations; functions are declared in the config file "
+                "(functions:) and change when it does")
+    return ""
 
 
 def _route(request: web.Request) -> str:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from broker.api.bodies import parse_json
-from broker.api.errors import aws_error
+from broker.api.errors import aws_error, store_guarded
 from broker.arns import resolve_name, source_kind
 from broker.config.models import EventSourceMapping
-from broker.control.service import MappingService
+from broker.control.service import Known, MappingService
 from broker.control.validation import Refused
-from broker.errors import BrokerError
 from broker.sources.mapping import MappingRunner
 from broker.types import SourceKind
 
@@ -55,35 +55,71 @@ def describe(runner: MappingRunner, *, region: str, account: str, kind: SourceKi
 
 
 def routes(runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind], *,
-           region: str, account: str, functions: Callable[[], Mapping[str, Any]] | None = None,
-           control: MappingService | None = None) -> list[web.RouteDef]:
-    return _Api(runners, kinds, region=region, account=account, functions=functions, control=control).routes()
+           region: str, account: str, functions: Callable[[], Mapping[str, Any]], control: MappingService,
+           runs: Callable[[str, str], bool]) -> list[web.RouteDef]:
+    """``runs(uuid, document)``: this replica runs that API mapping as stored."""
+    return _Api(runners, kinds, region=region, account=account, functions=functions, control=control,
+                runs=runs).routes()
 
 
 class _Api:
+    """Answers come from what the deployment knows (the file and the registry in Redis), shown with
+    this replica's runner where it runs the mapping as defined: a replica that has not started a
+    mapping yet, or is swapping it on a reload, still knows it."""
+
     def __init__(self, runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind], *, region: str,
-                 account: str, functions: Callable[[], Mapping[str, Any]] | None, control: MappingService | None,
-                 ) -> None:
+                 account: str, functions: Callable[[], Mapping[str, Any]], control: MappingService,
+                 runs: Callable[[str, str], bool]) -> None:
         self._runners = runners
         self._kinds = kinds
         self._region = region
         self._account = account
         self._functions = functions
         self._control = control
+        self._runs = runs
 
     def routes(self) -> list[web.RouteDef]:
+        g = functools.partial(store_guarded, store="mapping registry")
         return [
-            web.get(_PREFIX, self.list_mappings),
-            web.get(_PREFIX + "/", self.list_mappings),
-            web.get(_PREFIX + "/{uuid}", self.get_mapping),
-            web.put(_PREFIX + "/{uuid}", self.update_mapping),
-            web.post(_PREFIX, self.create_mapping),
-            web.post(_PREFIX + "/", self.create_mapping),
-            web.delete(_PREFIX + "/{uuid}", self.delete_mapping),
+            web.get(_PREFIX, g(self.list_mappings)),
+            web.get(_PREFIX + "/", g(self.list_mappings)),
+            web.get(_PREFIX + "/{uuid}", g(self.get_mapping)),
+            web.put(_PREFIX + "/{uuid}", g(self.update_mapping)),
+            web.post(_PREFIX, g(self.create_mapping)),
+            web.post(_PREFIX + "/", g(self.create_mapping)),
+            web.delete(_PREFIX + "/{uuid}", g(self.delete_mapping)),
         ]
 
     def _show(self, r: MappingRunner) -> dict[str, Any]:
         return describe(r, region=self._region, account=self._account, kind=self._kinds[r.uuid])
+
+    def _current(self, uuid: str, known: Known) -> MappingRunner | None:
+        """This replica's runner of the mapping, if it runs it as the deployment defines it now."""
+        runner = self._runners.get(uuid)
+        if runner is None or runner.from_api != known.from_api:
+            return None
+        if known.from_api:
+            return runner if self._runs(uuid, known.document) else None
+        return runner if runner.esm.model_dump(exclude={"Enabled"}) == known.esm.model_dump(exclude={"Enabled"}) \
+            else None
+
+    def _view(self, uuid: str, known: Known) -> dict[str, Any]:
+        runner = self._current(uuid, known)
+        if runner is not None:
+            return self._show(runner)
+        stale = uuid in self._runners  # run here with an earlier definition: being replaced
+        state = "Updating" if stale else ("Enabled" if known.esm.Enabled else "Disabled")
+        return self._stand_in(known, state)
+
+    def _stand_in(self, known: Known, state: str) -> dict[str, Any]:
+        esm = known.esm
+        function = f"arn:aws:lambda:{self._region}:{self._account}:function:{esm.FunctionName}"
+        runner = MappingRunner(esm, _NoSource(), function_arn=function, metrics=None, clock=None,
+                               from_api=known.from_api)
+        if known.last_modified is not None:
+            runner.last_modified = known.last_modified
+        shown = describe(runner, region=self._region, account=self._account, kind=source_kind(esm.EventSourceArn))
+        return {**shown, "State": state}
 
     @staticmethod
     def _not_found(uuid: str) -> web.Response:
@@ -97,17 +133,19 @@ class _Api:
         name = None
         if fn:
             name, qualifier = resolve_name(fn, self._account)
-            if qualifier not in (None, "$LATEST") or (self._functions is not None and name not in self._functions()):
+            if qualifier not in (None, "$LATEST") or name not in self._functions():
                 full = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}" + (
                     f":{qualifier}" if qualifier else "")
                 return aws_error(404, "ResourceNotFoundException", f"Function not found: {full}")
-        matching = sorted((r for r in self._runners.values() if (not arn or r.esm.EventSourceArn == arn)
-                           and (not name or r.esm.FunctionName == name)), key=lambda r: r.uuid)
-        return _page(request, matching, self._show)
+        known = await self._control.catalog()
+        matching = sorted((u, k) for u, k in known.items() if (not arn or k.esm.EventSourceArn == arn)
+                          and (not name or k.esm.FunctionName == name))
+        return _page(request, matching, self._view)
 
     async def get_mapping(self, request: web.Request) -> web.Response:
-        runner = self._runners.get(request.match_info["uuid"])
-        return web.json_response(self._show(runner)) if runner else self._not_found(request.match_info["uuid"])
+        uuid = request.match_info["uuid"]
+        known = (await self._control.catalog()).get(uuid)
+        return web.json_response(self._view(uuid, known)) if known else self._not_found(uuid)
 
     def _answer(self, esm: EventSourceMapping, state: str) -> web.Response:
         assert esm.UUID is not None
@@ -128,48 +166,55 @@ class _Api:
         body = await _object(request)
         if isinstance(body, web.Response):
             return body
-        if self._control is None:
-            return aws_error(400, "InvalidParameterValueException", "mappings come from the config file here")
         return await self._guarded(self._control.create(body), "Creating")
 
     async def delete_mapping(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
-        if self._control is None or (uuid not in self._runners and not await self._control.exists(uuid)):
+        if uuid not in await self._control.catalog():
             return self._not_found(uuid)
         return await self._guarded(self._control.delete(uuid), "Deleting")
 
     async def update_mapping(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
-        runner = self._runners.get(uuid)
-        if self._control is not None and (runner is None or runner.from_api):
-            body = await _object(request)
-            if isinstance(body, web.Response):
-                return body
-            if runner is None and not await self._control.exists(uuid):
-                return self._not_found(uuid)
-            return await self._guarded(self._control.update(uuid, body), "Updating")
-        if runner is None:
+        known = (await self._control.catalog()).get(uuid)
+        if known is None:
             return self._not_found(uuid)
-        return await self._pause_or_resume(runner, await request.read())
+        if not known.from_api:
+            return await self._pause_or_resume(uuid, known, await request.read())
+        body = await _object(request)
+        if isinstance(body, web.Response):
+            return body
+        return await self._guarded(self._control.update(uuid, body), _transition(known.esm.Enabled, body))
 
-    async def _pause_or_resume(self, runner: MappingRunner, raw: bytes) -> web.Response:
-        """A file mapping: only ``Enabled`` changes through the API."""
+    async def _pause_or_resume(self, uuid: str, known: Known, raw: bytes) -> web.Response:
+        """A file mapping: only ``Enabled`` changes through the API; every replica applies it, and
+        it outlives restarts. The answer shows the transition, as Lambda's does."""
         enabled, refusal = _enabled_change(raw)
         if refusal is not None:
             return refusal
+        runner = self._runners.get(uuid)
+        now = runner.esm.Enabled if runner is not None else known.esm.Enabled
+        state = _transition(now, {} if enabled is None else {"Enabled": enabled})
         if enabled is not None:
-            runner.set_enabled(enabled)
-            if self._control is not None:  # every replica applies it, and it outlives restarts
-                try:
-                    await self._control.remember_enabled(runner.uuid, enabled, runner.file_enabled)
-                except BrokerError as exc:
-                    return aws_error(503, "ServiceException", f"the pause could not be kept: {exc}",
-                                     error_type="Service")
-        return web.json_response(self._show(runner), status=202)
+            if runner is not None:
+                runner.set_enabled(enabled)
+            file_enabled = runner.file_enabled if runner is not None else known.esm.Enabled
+            await self._control.remember_enabled(uuid, enabled, file_enabled)
+        shown = self._show(runner) if runner is not None else self._stand_in(known, state)
+        return web.json_response({**shown, "State": state}, status=202)
 
 
-def _page(request: web.Request, matching: list[MappingRunner],
-          show: Callable[[MappingRunner], dict[str, Any]]) -> web.Response:
+def _transition(enabled_now: bool, body: dict[str, Any]) -> str:
+    """The State an UpdateEventSourceMapping answer shows: Enabling or Disabling when it changes
+    ``Enabled``, else Updating."""
+    wanted = body.get("Enabled")
+    if isinstance(wanted, bool) and wanted != enabled_now:
+        return "Enabling" if wanted else "Disabling"
+    return "Updating"
+
+
+def _page(request: web.Request, matching: list[tuple[str, Known]],
+          show: Callable[[str, Known], dict[str, Any]]) -> web.Response:
     """``MaxItems`` (1-10000, default 100) and ``Marker``/``NextMarker`` paging, ordered by UUID."""
     try:
         limit = int(request.query.get("MaxItems", "100"))
@@ -180,11 +225,11 @@ def _page(request: web.Request, matching: list[MappingRunner],
                          f"'{request.query.get('MaxItems')}' at 'maxItems' failed to satisfy constraint: Member "
                          "must have value less than or equal to 10000 and greater than or equal to 1")
     marker = request.query.get("Marker")
-    start = next((i + 1 for i, r in enumerate(matching) if r.uuid == marker), 0)
+    start = next((i + 1 for i, (u, _) in enumerate(matching) if u == marker), 0)
     page = matching[start:start + limit]
-    out: dict[str, Any] = {"EventSourceMappings": [show(r) for r in page]}
+    out: dict[str, Any] = {"EventSourceMappings": [show(u, k) for u, k in page]}
     if start + limit < len(matching):
-        out["NextMarker"] = page[-1].uuid
+        out["NextMarker"] = page[-1][0]
     return web.json_response(out)
 
 

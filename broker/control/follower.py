@@ -32,6 +32,11 @@ class RegistryFollower:
         self._stop = stop  # stop a mapping and forget it
         self._applied: dict[str, str] = {}  # API mappings run here, as stored
         self._lock = asyncio.Lock()
+        self.synced = False  # the registry was read and applied once: this replica knows every mapping
+
+    def runs(self, uuid_: str, document: str) -> bool:
+        """This replica runs the API mapping ``uuid_`` as stored in ``document``."""
+        return self._applied.get(uuid_) == document
 
     async def apply(self) -> None:
         async with self._lock:
@@ -60,18 +65,20 @@ class RegistryFollower:
             for uuid_ in [u for u in self._applied if u not in stored]:
                 await self._forget(uuid_)
                 log.info("api_mapping_deleted", mapping=uuid_)
-            await self._apply_enabled_overrides()
+            if await self._apply_enabled_overrides() and not self.synced:
+                self.synced = True
+                log.info("api_mappings_synced", mappings=len(stored))
 
     async def _forget(self, uuid_: str) -> None:
         await self._stop(uuid_)
         self._applied.pop(uuid_, None)
 
-    async def _apply_enabled_overrides(self) -> None:
+    async def _apply_enabled_overrides(self) -> bool:
         try:
             overrides = await self._registry.enabled_overrides()
         except BrokerError as exc:
             log.warning("api_mappings_unavailable", error=str(exc))
-            return
+            return False
         for uuid_, (enabled, file_then) in overrides.items():
             runner = self._runners.get(uuid_)
             if runner is None or runner.from_api:
@@ -81,3 +88,4 @@ class RegistryFollower:
                     await self._registry.drop_enabled_override(uuid_)
                 continue
             runner.set_enabled(enabled)
+        return True

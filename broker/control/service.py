@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from broker.arns import resolve_name, source_kind
@@ -23,6 +24,16 @@ from broker.errors import AwsError
 from broker.types import SourceKind
 
 _NOT_FOUND = "The resource you requested does not exist."
+
+
+@dataclass(frozen=True)
+class Known:
+    """A mapping as the deployment knows it: its definition, when it last changed (None: the file's)."""
+
+    esm: EventSourceMapping
+    last_modified: float | None
+    from_api: bool
+    document: str = ""  # an API mapping as stored (what a replica that runs it has applied)
 
 
 class MappingService:
@@ -46,6 +57,16 @@ class MappingService:
 
     async def exists(self, mapping_uuid: str) -> bool:
         return mapping_uuid in await self._registry.all()
+
+    async def catalog(self) -> dict[str, Known]:
+        """Every mapping of the deployment, whatever this replica runs right now: the file's and the
+        registry's (the file wins on a UUID both hold). StateStoreError while Redis cannot be read:
+        a replica never says that a mapping it cannot see does not exist."""
+        out = {uuid_: Known(EventSourceMapping.model_validate(item.mapping), item.last_modified, from_api=True,
+                            document=item.document)
+               for uuid_, item in (await self._registry.all()).items()}
+        out.update({uuid_: Known(esm, None, from_api=False) for uuid_, esm in self._file().items()})
+        return out
 
     async def create(self, fields: dict[str, Any]) -> EventSourceMapping:
         fields = self._normalized(fields)
