@@ -5,23 +5,29 @@ here until the function is rebuilt or the broker stops."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import structlog
 
 from broker.arns import function_arn
 from broker.aws import AwsClients
 from broker.clock import Clock
 from broker.concurrency.semaphore import Permits
+from broker.config import preflight
 from broker.config.models import Config, FunctionConfig
+from broker.errors import StartupError
 from broker.invoking.aws_lambda import LambdaInvoker
 from broker.invoking.base import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
 from broker.runtime.host import RuntimeHost, handler_command, handler_variables
+
+log = structlog.get_logger("broker.app")
 
 
 class FunctionFactory:
@@ -41,10 +47,17 @@ class FunctionFactory:
     async def build(self, name: str, fn: FunctionConfig) -> Function:
         target = fn.Target
         invoker: Invoker
+        issues = await asyncio.to_thread(preflight.check_function, name, fn)
+        if issues:  # what `broker validate` refuses, in its words
+            raise StartupError(str(issues[0]))
         if target.Url:
             invoker = HttpInvoker(target.Url, self._http)
         elif target.Handler and target.InProcess:
             invoker = PythonInvoker(load_handler(target.Handler))
+            log.warning("in_process_handler", function=name, handler=target.Handler,
+                        note="InProcess: true runs the handler in the broker's process: module-level state "
+                             "(a Powertools BatchProcessor, globals) is shared by concurrent invocations; "
+                             "leave InProcess out to run it in execution environments")
         elif target.Handler or target.Runtime:
             invoker = await self._start_runtime(name, fn)
         else:

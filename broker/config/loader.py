@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from broker import redaction
-from broker.config import rules
+from broker.config import rules, wording
 from broker.config.models import BrokerSettings, Config, EventSourceMapping, FunctionConfig
 from broker.errors import ConfigError, ConfigIssue
 
@@ -144,6 +144,10 @@ def _issue(error: Any) -> ConfigIssue:
             continue
         else:
             path += f".{part}" if path else str(part)
+    loc = error["loc"]
+    if len(loc) > 2 and loc[0] == "event_source_mappings" and error["type"] != "extra_forbidden":
+        # a mapping's field: Lambda's own sentence, as the API answers it
+        return ConfigIssue(path, wording.validation_error({**error, "loc": loc[2:]})[1])
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field"

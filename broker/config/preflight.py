@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broker.config.models import Config
+from broker.config.models import Config, FunctionConfig
 from broker.errors import ConfigIssue
 
 _IMPORT_TIMEOUT_SECONDS = 20
@@ -20,15 +20,22 @@ _PROBE = ("import importlib, sys; m = importlib.import_module(sys.argv[1]); "
 
 def check(config: Config, *, cwd: Path | None = None) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
-    here = (cwd or Path.cwd()).resolve()
     for name, fn in config.functions.items():
-        target = fn.Target
-        if target.Handler:
-            issues += _check_handler(f"functions.{name}.Target.Handler", target.Handler, here)
-        if target.Runtime and target.Runtime.Command:
-            issues += _check_command(f"functions.{name}.Target.Runtime.Command", target.Runtime.Command,
-                                     (target.Runtime.WorkingDirectory or here))
+        issues += check_function(name, fn, cwd=cwd)
     return issues
+
+
+def check_function(name: str, fn: FunctionConfig, *, cwd: Path | None = None) -> list[ConfigIssue]:
+    """What ``broker validate`` and ``broker run`` both refuse for one function (run calls this
+    before it starts the function, so the two never disagree)."""
+    here = (cwd or Path.cwd()).resolve()
+    target = fn.Target
+    if target.Handler:
+        return _check_handler(f"functions.{name}.Target.Handler", target.Handler, here)
+    if target.Runtime and target.Runtime.Command:
+        return _check_command(f"functions.{name}.Target.Runtime.Command", target.Runtime.Command,
+                              (target.Runtime.WorkingDirectory or here))
+    return []
 
 
 def _check_handler(path: str, handler: str, cwd: Path) -> list[ConfigIssue]:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from broker import redis_client
 from broker.arns import is_fifo, parse_arn, source_kind
 from broker.batching.filtering import FilterPatternError, compile_pattern
+from broker.config import wording
 from broker.config.models import Config, EventSourceMapping
 from broker.errors import ConfigError, ConfigIssue
 from broker.redaction import redact_url
@@ -27,9 +28,8 @@ _STREAM_ONLY = (
     "BisectBatchOnFunctionError",
     "TumblingWindowInSeconds",
 )
-_NO_STARTING_POSITION = ("1 validation error detected: Value null at 'startingPosition' failed to satisfy "
-                         "constraint: Member must not be null.")
-_UNSUPPORTED_DESTINATION = "Unsupported DestinationConfig parameter for given event source mapping type."
+_NO_STARTING_POSITION = wording.NO_STARTING_POSITION
+_UNSUPPORTED_DESTINATION = wording.UNSUPPORTED_DESTINATION
 _UUID_NAMESPACE = uuid.UUID("8c1d5e6a-3b1f-4c52-9a57-2f0e6b1d7c40")
 MIN_UNRESERVED_CONCURRENCY = 100
 
@@ -58,10 +58,9 @@ def check(config: Config, *, now: float | None = None, positions: list[int] | No
         seen_uuids.add(uid)
         pair = (esm.FunctionName, esm.EventSourceArn)
         if pair in seen_pairs:
-            issues.append(ConfigIssue(path, (
-                f"The event source arn ({esm.EventSourceArn}) and function ({esm.FunctionName}) "
-                f"provided mapping already exists. Please update or delete the existing mapping "
-                f"with UUID {seen_pairs[pair]}")))
+            kind = source_kind_or_none(esm.EventSourceArn) or SourceKind.KINESIS
+            issues.append(ConfigIssue(path, wording.duplicate_mapping(kind, esm.EventSourceArn, esm.FunctionName,
+                                                                      seen_pairs[pair])))
         seen_pairs.setdefault(pair, uid)
     return issues
 

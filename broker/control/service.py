@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.arns import resolve_name, source_kind
-from broker.config import rules
+from broker.config import rules, wording
 from broker.config.models import EventSourceMapping, FunctionConfig
 from broker.control.registry import MappingRegistry, StoredMapping
 from broker.control.validation import CREATABLE, UPDATABLE, Refused, check
 from broker.errors import AwsError
-from broker.types import SourceKind
 
 _NOT_FOUND = "The resource you requested does not exist."
 
@@ -116,11 +115,8 @@ class MappingService:
         except AwsError as exc:
             if exc.retryable:
                 raise Refused(503, "ServiceException", f"the event source could not be checked: {exc}") from exc
-            if source_kind(esm.EventSourceArn) is SourceKind.SQS:
-                raise Refused(400, "InvalidParameterValueException",
-                              "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService."
-                              "NonExistentQueue. SQS Error Message: The specified queue does not exist.") from exc
-            raise Refused(400, "InvalidParameterValueException", f"Stream not found: {esm.EventSourceArn}") from exc
+            raise Refused(400, "InvalidParameterValueException",
+                          wording.missing_source(source_kind(esm.EventSourceArn), esm.EventSourceArn)) from exc
 
     def _normalized(self, fields: dict[str, Any]) -> dict[str, Any]:
         fields = dict(fields)
@@ -137,14 +133,8 @@ class MappingService:
         for other in existing:
             if (other.FunctionName, other.EventSourceArn) == (esm.FunctionName, esm.EventSourceArn) \
                     and other.UUID != esm.UUID:
-                if source_kind(esm.EventSourceArn) is SourceKind.SQS:
-                    message = (f'An event source mapping with SQS arn (" {esm.EventSourceArn} ") and function '
-                               f'(" {esm.FunctionName} ") already exists. Please update or delete the existing '
-                               f"mapping with UUID {other.UUID}")
-                else:
-                    message = (f'The event source arn (" {esm.EventSourceArn} ") and function '
-                               f'(" {esm.FunctionName} ") provided mapping already exists. Please update or delete '
-                               f"the existing mapping with UUID {other.UUID}")
+                message = wording.duplicate_mapping(source_kind(esm.EventSourceArn), esm.EventSourceArn,
+                                                    esm.FunctionName, other.UUID or "")
                 raise Refused(409, "ResourceConflictException", message)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broker.config import rules
+from broker.config import rules, wording
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 
 # UpdateEventSourceMapping's members: what Lambda lets change on an existing mapping.
@@ -47,41 +47,12 @@ def check(fields: dict[str, Any], *, functions: dict[str, FunctionConfig], allow
     mapping_issues = [i for i in issues if i.path.startswith("event_source_mappings")]
     if mapping_issues:  # the rules speak AWS's wording already (the config file shows the same)
         message = mapping_issues[0].message
-        if message.startswith(_BAD_FILTER):  # the file's message adds what is wrong; AWS's stops here
-            message = _BAD_FILTER
+        if message.startswith(wording.BAD_FILTER):  # the file's message adds what is wrong; AWS's stops here
+            message = wording.BAD_FILTER
         raise Refused(400, "InvalidParameterValueException", message)
     return esm
 
 
-_BAD_FILTER = "Invalid filter pattern definition."
-# Lambda's own order of an enum's values in its messages
-_ENUMS = {"startingPosition": "[LATEST, AT_TIMESTAMP, TRIM_HORIZON]"}
-
-
-def _listed(expected: str) -> str:
-    return "[" + expected.replace("'", "").replace(" or ", ", ") + "]"
-
-
 def _validation(exc: ValidationError) -> Refused:
-    error = exc.errors()[0]
-    field = ".".join(str(p) for p in error["loc"] if not isinstance(p, int))
-    member = field[:1].lower() + field[1:]
-    value = error.get("input")
-    ctx = error.get("ctx") or {}
-    kind = error["type"]
-    if kind == "literal_error":
-        constraint = f"Member must satisfy enum value set: {_ENUMS.get(member, _listed(ctx.get('expected', '')))}"
-    elif kind in ("greater_than_equal", "greater_than"):
-        constraint = f"Member must have value greater than or equal to {ctx.get('ge', ctx.get('gt'))}"
-    elif kind in ("less_than_equal", "less_than"):
-        constraint = f"Member must have value less than or equal to {ctx.get('le', ctx.get('lt'))}"
-    elif kind == "missing":
-        return Refused(400, "ValidationException", f"1 validation error detected: Value null at '{member}' failed "
-                       "to satisfy constraint: Member must not be null")
-    elif kind == "extra_forbidden":
-        return Refused(400, "InvalidParameterValueException", f"Unsupported parameter: {field}")
-    else:
-        constraint = f"Member must be valid: {error['msg']}"
-    return Refused(400, "ValidationException",
-                   f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: "
-                   f"{constraint}")
+    code, message = wording.validation_error(exc.errors()[0])
+    return Refused(400, code, message)

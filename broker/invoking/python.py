@@ -12,9 +12,11 @@ import functools
 import importlib
 import inspect
 import json
+import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from broker.errors import StartupError
@@ -41,6 +43,9 @@ class LambdaContext:
 def load_handler(spec: str) -> Callable[..., Any]:
     """Import ``module:attr``; StartupError names what is missing."""
     module_name, _, attr = spec.partition(":")
+    here = str(Path.cwd())
+    if here not in sys.path:  # as for execution environments and `broker validate`: the working directory
+        sys.path.insert(0, here)
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):

@@ -15,6 +15,7 @@ from broker.arns import parse_arn, source_kind
 from broker.aws import AwsClients, call
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
+from broker.config import wording
 from broker.config.models import Config, EventSourceMapping
 from broker.destinations.sender import DestinationSender
 from broker.errors import AwsError, BrokerError, StartupError
@@ -67,8 +68,7 @@ class SourceFactory:
         try:
             url, attrs = await self.when_reachable(f"queue {esm.EventSourceArn}", describe)
         except AwsError as exc:
-            raise StartupError(f"mapping {esm.UUID}: cannot use queue {esm.EventSourceArn}: "
-                               f"{exc}") from exc
+            raise self._missing(esm, SourceKind.SQS, exc) from exc
         visibility = int(attrs["VisibilityTimeout"])
         if function.timeout > visibility:
             raise StartupError(
@@ -85,6 +85,14 @@ class SourceFactory:
                 scale_up_per_minute=s.sqs_scale_up_per_minute,
                 backoff_base_seconds=s.retry_backoff_base_seconds,
                 backoff_max_seconds=s.retry_backoff_max_seconds))
+
+    def _missing(self, esm: EventSourceMapping, kind: SourceKind, exc: AwsError) -> StartupError:
+        """The queue or stream cannot be used: AWS's sentence for a missing one, after the field's path
+        (a file mapping) or the mapping's UUID (an API mapping); AWS's own error follows for the log."""
+        where = next((f"event_source_mappings[{n}].EventSourceArn"
+                      for n, m in enumerate(self._config().event_source_mappings) if m.UUID == esm.UUID),
+                     f"mapping {esm.UUID}")
+        return StartupError(f"{where}: {wording.missing_source(kind, esm.EventSourceArn)} ({exc})")
 
     async def check(self, esm: EventSourceMapping) -> None:
         """One call that fails (AwsError) if the mapping's queue or stream does not exist."""
@@ -115,7 +123,7 @@ class SourceFactory:
         try:
             await self.when_reachable(f"stream {esm.EventSourceArn}", service.shards)
         except AwsError as exc:
-            raise StartupError(f"mapping {esm.UUID}: cannot use stream {esm.EventSourceArn}: {exc}") from exc
+            raise self._missing(esm, kind, exc) from exc
         return StreamMapping(
             esm=esm, function=function, service=service,
             checkpoints=CheckpointStore(self._redis, esm.UUID, self._pipeline),

@@ -159,3 +159,52 @@ def test_validate_checks_what_run_would_refuse(tmp_path: Path) -> None:
     result = run_cli("validate", "-c", str(config))
     assert "functions.f.Target.Url: 'ftp://x' is not an http:// or https:// URL with a host" in result.stderr
     assert "broker.drain_timeout_seconds: 5 s is shorter than sqs_wait_time_seconds (20 s)" in result.stderr
+
+
+def test_run_refuses_what_validate_refuses_in_the_same_words(redis_server: RedisServer, moto_server: MotoServer,
+                                                             tmp_path: Path) -> None:
+    """A Handler that does not import, a Runtime command that does not exist: `broker run` stops at
+    start with validate's own line, instead of restarting environments that fail forever."""
+    for name, target in (("a", {"Handler": "no_such_module:handler"}),
+                         ("b", {"Runtime": {"Command": ["no-such-binary"]}})):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"broker": broker_settings(redis_server, moto_server, tmp_path),
+                                          "functions": {name: {"Target": target}}}))
+        validated = run_cli("validate", "-c", str(config))
+        ran = run_cli("run", "-c", str(config))
+        assert validated.returncode == 1
+        assert ran.returncode == 1
+        refusal = validated.stderr.strip().splitlines()[-1].strip()
+        assert refusal.startswith(f"functions.{name}.Target."), refusal
+        assert ran.stderr.strip().splitlines()[-1] == f"broker: StartupError: {refusal}"
+
+
+def test_in_process_handlers_import_from_the_working_directory_and_warn(redis_server: RedisServer,
+                                                                         moto_server: MotoServer, tmp_path: Path) -> None:
+    """`broker` (the console script, whose sys.path lacks the working directory) imports an InProcess
+    Handler from where it runs, as validate does, and says once that module state is shared."""
+    (tmp_path / "myhandlers.py").write_text("def handler(event, context):\n    return {'ok': True}\n")
+    config = tmp_path / "inproc.yaml"
+    config.write_text(yaml.safe_dump({"broker": broker_settings(redis_server, moto_server, tmp_path),
+                                      "functions": {"f": {"Target": {"Handler": "myhandlers:handler",
+                                                                     "InProcess": True}}}}))
+    script = Path(sys.executable).parent / "broker"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    assert subprocess.run([str(script), "validate", "-c", str(config)], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=60, check=False).returncode == 0
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(script), "run", "-c", str(config)], cwd=tmp_path, env=env, stderr=out,
+                                stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while '"broker_started"' not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(d.get("event") == "broker_started" for d in lines), log.read_text()[-2000:]
+    warnings = [d for d in lines if d.get("event") == "in_process_handler"]
+    assert len(warnings) == 1
+    assert "shared" in warnings[0]["note"]

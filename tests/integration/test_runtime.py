@@ -86,8 +86,12 @@ async def test_timeout_replaces_the_environment_and_stops_the_handler(broker: Br
 
 
 async def test_exit_and_import_errors_are_lambdas(broker: BrokerRunner, tmp_path: Path) -> None:
+    # A Handler that cannot be imported is refused at start (as validate refuses it); a Runtime
+    # command's imports are the runtime's own business, so its error reaches the invocation.
     functions = {"f": {"Target": {"Handler": "tests.handlers.behaviours:handler"}, "Timeout": 5},
-                 "g": {"Target": {"Handler": "tests.handlers.no_such_module:handler"}, "Timeout": 5}}
+                 "g": {"Target": {"Runtime": {
+                     "Command": [sys.executable, "-m", "awslambdaric", "tests.handlers.no_such_module.handler"],
+                     "WorkingDirectory": str(ROOT)}}, "Timeout": 5}}
     async with broker.run(functions, []) as app:
         status, headers, body = await _invoke(app, {"id": "x", "exit": True})
         assert status == 200

@@ -187,8 +187,10 @@ async def test_timeout_above_visibility_refuses_to_start(aws: Aws, broker: Broke
 
 
 async def test_missing_queue_refuses_to_start(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
-    """A mapping to a queue that does not exist fails start-up with the queue's ARN."""
-    with pytest.raises(StartupError, match="cannot use queue arn:aws:sqs:us-east-1:000000000000:nope"):
+    """A mapping to a queue that does not exist fails start-up with AWS's sentence after the field's path."""
+    with pytest.raises(StartupError, match=r"^event_source_mappings\[0\]\.EventSourceArn: Error occurred while "
+                       r"ReceiveMessage\. SQS Error Code: AWS\.SimpleQueueService\.NonExistentQueue\. SQS Error "
+                       r"Message: The specified queue does not exist\."):
         async with broker.run(function(target), [{"FunctionName": "f", "EventSourceArn": queue_arn("nope")}]):
             pass
 

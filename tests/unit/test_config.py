@@ -111,16 +111,40 @@ def test_unknown_function_and_unknown_field_and_every_error_listed() -> None:
     assert "event_source_mappings[0].BatchSze: unknown field" in found
 
 
-def test_duplicate_mapping_is_a_conflict() -> None:
-    """The same function and source twice is AWS's ResourceConflict."""
+@pytest.mark.parametrize("arn", [Q, S])
+def test_duplicate_mapping_is_a_conflict(arn: str) -> None:
+    """The same function and source twice is AWS's ResourceConflict, in its SQS or its stream sentence."""
     found = errors(f"""
         functions:
           f: {{Target: {{Url: "http://t"}}}}
         event_source_mappings:
-          - {{FunctionName: f, EventSourceArn: "{Q}"}}
-          - {{FunctionName: f, EventSourceArn: "{Q}"}}
+          - {{FunctionName: f, EventSourceArn: "{arn}", StartingPosition: LATEST, UUID: a}}
+          - {{FunctionName: f, EventSourceArn: "{arn}", StartingPosition: LATEST, UUID: b}}
+        """ if arn == S else f"""
+        functions:
+          f: {{Target: {{Url: "http://t"}}}}
+        event_source_mappings:
+          - {{FunctionName: f, EventSourceArn: "{arn}", UUID: a}}
+          - {{FunctionName: f, EventSourceArn: "{arn}", UUID: b}}
         """)
-    assert any("provided mapping already exists" in f for f in found)
+    if arn == Q:
+        assert found == [f'event_source_mappings[1]: An event source mapping with SQS arn (" {Q} ") and function '
+                         '(" f ") already exists. Please update or delete the existing mapping with UUID a']
+    else:
+        assert found == [f'event_source_mappings[1]: The event source arn (" {S} ") and function (" f ") provided '
+                         'mapping already exists. Please update or delete the existing mapping with UUID a']
+
+
+def test_mapping_fields_are_refused_in_lambdas_words() -> None:
+    """A value outside the API's constraints gets the API's own sentence, after the field's path."""
+    assert errors(one_mapping(EventSourceArn=S, StartingPosition="invalid")) == [
+        "event_source_mappings[0].StartingPosition: 1 validation error detected: Value 'invalid' at "
+        "'startingPosition' failed to satisfy constraint: Member must satisfy enum value set: "
+        "[LATEST, AT_TIMESTAMP, TRIM_HORIZON]"]
+    assert errors(one_mapping(EventSourceArn=Q, BatchSize=10001)) == [
+        "event_source_mappings[0].BatchSize: 1 validation error detected: Value '10001' at 'batchSize' failed to "
+        "satisfy constraint: Member must have value less than or equal to 10000"]
+    assert errors(one_mapping(BatchSize=1)) == ["event_source_mappings[0].EventSourceArn: Unrecognized event source."]
 
 
 def test_reserved_concurrency_leaves_100_unreserved() -> None:
