@@ -17,7 +17,7 @@ def record_handler(record: Any) -> None:
     body = record.body
     if body.startswith("bad"):
         raise ValueError(f"cannot process {body}")
-    time.sleep(0.02)  # a batch takes long enough for the pollers' batches to overlap
+    time.sleep(float(os.environ.get("RECORD_SLEEP_SECONDS", "0.02")))  # long enough for batches to overlap
     with open(os.environ["RECORD_FILE"], "a", encoding="utf-8") as out:
         out.write(json.dumps({"body": body, "pid": os.getpid()}) + "\n")
 
