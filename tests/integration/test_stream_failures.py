@@ -244,3 +244,23 @@ async def test_throttles_spend_no_attempts(aws: Aws, broker: BrokerRunner, targe
         await wait_until(lambda: metric(app, "broker_invocations_total", function="f") == 1)
         assert metric(app, "broker_dropped_events_total", function="f", mapping=uuid) == 0
         assert metric(app, "broker_throttles_total", function="f", reason="HTTP429") == 2
+
+
+async def test_batch_invoked_says_what_came_of_the_invocation(aws: Aws, broker: BrokerRunner,
+                                                               target: RecordingTarget) -> None:
+    """A response that reports item failures is logged as a partial failure with its count, never
+    as a success; the retry of the rest that succeeds is a success."""
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    await create_stream(aws, "told")
+    seqs = await put_records(aws, "told", [("k", json.dumps({"n": i}).encode()) for i in range(4)])
+    answers = iter([{"batchItemFailures": [{"itemIdentifier": seqs[2]}]}, {}])
+    target.responder = lambda event, call: respond_json(next(answers, {}))
+    m = mapping("told", BatchSize=4, FunctionResponseTypes=["ReportBatchItemFailures"])
+    with capture_logs() as logs:
+        async with broker.run(function(target), [m], **FAST):
+            await target.wait_for(lambda calls: len(calls) >= 2)
+            await wait_until(lambda: len([e for e in logs if e["event"] == "batch_invoked"]) >= 2)
+    invoked = [e for e in logs if e["event"] == "batch_invoked"]
+    assert (invoked[0]["outcome"], invoked[0]["failed_items"], invoked[0]["records"]) == ("partial_failure", 1, 4)
+    assert (invoked[1]["outcome"], invoked[1]["records"]) == ("success", 2)

@@ -20,3 +20,4 @@ def test_backoff_grows_and_caps() -> None:
 def test_retry_after_is_a_floor() -> None:
     """A target's Retry-After is honoured even when the backoff is shorter."""
     assert backoff_delay(0, base=0.1, cap=1.0, retry_after=5.0) == 5.0
+
