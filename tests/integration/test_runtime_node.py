@@ -82,3 +82,17 @@ async def test_node_runtime_client_in_managed_environments(broker: BrokerRunner,
         assert status == 200, body
         assert body["runtime"] == "node"
         assert body["requestId"]
+
+
+@pytest.mark.parametrize("size", [100, 8 * 1024, 100 * 1024, 900 * 1024])
+async def test_node_function_errors_of_any_size_reach_the_caller(broker: BrokerRunner, node_env: Any, size: int) -> None:
+    """aws-lambda-ric sends the error's X-Ray cause as a header: a big one must not make it fail."""
+    async with broker.run({"f": {"Target": {"Runtime": {"ApiPort": 0}}, "Timeout": 10}}, []) as app:
+        proc = node_env(app.runtimes["f"].port)
+        status, error = await _invoke(app, {"fail_bytes": size})
+        assert status == 200
+        assert error["errorType"] == "Error", {k: str(v)[:200] for k, v in error.items()}
+        assert len(error["errorMessage"]) == size
+        status, body = await _invoke(app, {"n": 1})
+        assert status == 200, body
+        assert body["pid"] == proc.pid, "the same environment answers after the error"
