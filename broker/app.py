@@ -131,6 +131,10 @@ class App:
                 config=lambda: self.config, aws=self._aws, redis=self._redis, pipeline=self._pipeline,
                 sender=self._sender, metrics=self.metrics, clock=self.clock, replica=self.replica_id,
                 prefetch=self._prefetch, stopping=self._stopping)
+            if not settings.account_id:  # left empty: the account of the broker's credentials
+                settings.account_id = await self._sources.when_reachable("the account id (STS GetCallerIdentity)",
+                                                                         self._aws.caller_account)
+                log.info("account_discovered", account_id=settings.account_id, source="sts:GetCallerIdentity")
             self._registry = MappingRegistry(self._redis)
             self._follower = RegistryFollower(
                 self._registry, runners=self.runners, functions=lambda: self.functions,
@@ -316,6 +320,8 @@ class App:
         """Apply a changed, valid config file: functions and mappings added, removed, changed,
         enabled or disabled; streams resume from their checkpoints. Broker settings need a restart."""
         old = self.config
+        if not new.broker.account_id:  # the account found at start still applies
+            new.broker.account_id = old.broker.account_id
         changed_settings = sorted(k for k, v in new.broker.model_dump().items() if old.broker.model_dump()[k] != v)
         if changed_settings:
             log.warning("config_reload_restart_required", settings=changed_settings)

@@ -1,4 +1,4 @@
-"""``broker run|validate|version`` (DESIGN §4)."""
+"""``broker run|validate|version`` and ``broker --version``."""
 
 from __future__ import annotations
 
@@ -16,11 +16,23 @@ from broker.arns import source_kind
 from broker.errors import BrokerError, ConfigError, describe, leaf_errors
 
 
+def _overrides() -> str:
+    """``run --help``'s list of the environment variables that override ``broker:`` settings."""
+    from broker.config.models import BrokerSettings  # noqa: PLC0415
+
+    names = [f"BROKER_{f.upper()}" for f in BrokerSettings.model_fields if f != "api"]
+    names[1:1] = ["BROKER_API_HOST", "BROKER_API_PORT"]
+    return ("environment: every broker: setting can be overridden by BROKER_<SETTING> (the value is read "
+            "as YAML), e.g. BROKER_REDIS_URL=rediss://... BROKER_API_PORT=9000. The variables: "
+            + ", ".join(names) + ".")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broker", description=(
         "Lambda's event source mappings and asynchronous invocation, self-hosted."))
+    parser.add_argument("--version", action="version", version=f"broker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run pollers, workers and the HTTP API until SIGTERM")
+    run = sub.add_parser("run", help="run pollers, workers and the HTTP API until SIGTERM", epilog=_overrides())
     run.add_argument("-c", "--config", required=True, help="config file (YAML)")
     validate = sub.add_parser("validate", help="check a config file and exit")
     validate.add_argument("-c", "--config", required=True, help="config file (YAML)")

@@ -28,6 +28,7 @@ from broker.emulator import make_sqs_atomic
 from broker.errors import StartupError
 
 log = structlog.get_logger("broker.embedded")
+EMBEDDED_ACCOUNT = "000000000000"  # the emulator's account when the config names none
 
 
 def free_port() -> int:
@@ -218,6 +219,7 @@ async def start_embedded_aws(settings: BrokerSettings, stack: contextlib.AsyncEx
     if wanted and port is None:
         log.warning("embedded_aws_port_taken", port=wanted, setting="broker.embedded_aws_port",
                     note="another process listens there; a free port is used instead")
+    settings.account_id = settings.account_id or EMBEDDED_ACCOUNT
     server = EmbeddedAws(account_id=settings.account_id, port=port)
     await asyncio.to_thread(server.start)
     stack.callback(server.stop)

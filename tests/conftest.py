@@ -16,7 +16,7 @@ from broker.app import App
 from broker.config import load_config
 from broker.embedded import RedisServer
 from broker.observability.metrics import Metrics
-from tests.servers import Aws, Kinesalite, MotoServer, RecordingTarget
+from tests.servers import ACCOUNT, Aws, Kinesalite, MotoServer, RecordingTarget
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +86,8 @@ def broker_settings(redis_server: RedisServer, moto_server: MotoServer | Kinesal
         "heartbeat_interval_seconds": 1,
         "config_reload_interval_seconds": 0.2,
         "log_format": "json",
+        # kinesalite has no STS to ask the account of: name it (moto's answers GetCallerIdentity)
+        **({"account_id": ACCOUNT} if isinstance(moto_server, Kinesalite) else {}),
         **overrides,
     }
 

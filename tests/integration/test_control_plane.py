@@ -311,3 +311,32 @@ async def test_validation_errors_through_the_api_speak_aws(aws: Any, broker: Bro
         await aws.call("dynamodb", "put_item", TableName="v-t", Item={"id": {"S": "x"}})
         await target.wait_for(lambda calls: any(r.get("eventSource") == "aws:dynamodb"
                                                 for c in calls for r in c.event["Records"]), timeout=30)
+
+
+async def test_the_account_id_is_asked_from_sts_when_left_empty(redis_server: Any, tmp_path: Any,
+                                                                target: RecordingTarget) -> None:
+    """account_id left out: the broker asks STS GetCallerIdentity once at start and every ARN it
+    builds names that account; an explicit account_id wins."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from broker.embedded import wait_for_port  # noqa: PLC0415
+    from tests.conftest import broker_settings  # noqa: PLC0415
+    from tests.servers import MotoServer  # noqa: PLC0415
+
+    other = MotoServer()  # an emulator whose credentials belong to another account
+    other._proc = subprocess.Popen([sys.executable, "-m", "broker.emulator", "-H", "127.0.0.1", "-p", str(other.port)],
+                                   env={**os.environ, "MOTO_ACCOUNT_ID": "111122223333"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.to_thread(wait_for_port, other.port, other._proc, "emulator", 60)
+        for given, expected in ((None, "111122223333"), ("444455556666", "444455556666")):
+            runner = BrokerRunner(redis_server, other, tmp_path)
+            settings = {} if given is None else {"account_id": given}
+            async with runner.run({"f": {"Target": {"Url": target.url}}}, [], **settings) as app:
+                got = await asyncio.to_thread(_client(app).get_function, FunctionName="f")
+            assert got["Configuration"]["FunctionArn"] == f"arn:aws:lambda:us-east-1:{expected}:function:f"
+        assert "account_id" not in broker_settings(redis_server, other, tmp_path)
+    finally:
+        other.stop()
