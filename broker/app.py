@@ -28,6 +28,7 @@ from broker.api import functions as functions_api
 from broker.api import health, mappings, server
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
+from broker.api.auth import SigV4
 from broker.arns import source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
@@ -94,6 +95,7 @@ class App:
         self._factory: FunctionFactory | None = None
         self.control: MappingService | None = None
         self._follower: RegistryFollower | None = None
+        self._auth: SigV4 | None = None
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -209,8 +211,9 @@ class App:
 
     async def _start_api(self) -> web.AppRunner:
         s = self.config.broker
-        app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=server.middlewares(
-            s.api, region=s.region, account=s.account_id, clock=self.clock, metrics=self.metrics))
+        self._auth = server.authenticator(s.api, region=s.region, account=s.account_id, clock=self.clock,
+                                          metrics=self.metrics)
+        app = web.Application(client_max_size=7 * 1024 * 1024, middlewares=server.middlewares(self._auth))
         app.add_routes(health.routes(self.metrics.registry, self.readiness_problems, self._refresh_gauges))
         assert self.control is not None
         assert self._follower is not None
@@ -247,7 +250,9 @@ class App:
                           group.create_task(self._periodic(1.0, self.reservations.refresh), name="reservations"),
                           group.create_task(self._periodic(1.0, self._apply_api_mappings), name="api-mappings")]
             if self.config_path is not None:
-                watcher = ConfigWatcher(self.config_path, on_failure=self.metrics.config_reload_failures.inc)
+                watcher = ConfigWatcher(self.config_path, on_failure=self.metrics.config_reload_failures.inc,
+                                        also=lambda: [c.SecretAccessKeyFile for c in self.config.broker.api.credentials
+                                                      if c.SecretAccessKeyFile is not None])
                 background.append(group.create_task(self._periodic(
                     s.config_reload_interval_seconds, functools.partial(watcher.check, self._reload)),
                     name="config-watcher"))
@@ -322,9 +327,14 @@ class App:
         old = self.config
         if not new.broker.account_id:  # the account found at start still applies
             new.broker.account_id = old.broker.account_id
-        changed_settings = sorted(k for k, v in new.broker.model_dump().items() if old.broker.model_dump()[k] != v)
+        self._rotate_keys(new)
+        live = {"api": {"credentials"}}  # applied without a restart
+        changed_settings = sorted(k for k, v in new.broker.model_dump(exclude=live).items()
+                                  if old.broker.model_dump(exclude=live)[k] != v)
         if changed_settings:
             log.warning("config_reload_restart_required", settings=changed_settings)
+        if self._auth is not None:  # the running settings keep everything but the rotated keys
+            old.broker.api.credentials = new.broker.api.credentials
         new.broker = old.broker
         changed_functions = {n for n in set(old.functions) | set(new.functions)
                              if old.functions.get(n) != new.functions.get(n)}
@@ -357,6 +367,14 @@ class App:
             self._spawn(f"mapping:{u}", self.runners[u or ""].run())
         log.info("config_reloaded", mappings=len(self.runners), functions=len(self.functions),
                  restarted_mappings=len(stop), changed_functions=sorted(changed_functions))
+
+    def _rotate_keys(self, new: Config) -> None:
+        """``api.credentials`` (and the secret files they name, read by the loader) applied live."""
+        if self._auth is None or not new.broker.api.authenticated:
+            return
+        added, removed, changed = self._auth.replace_keys(server.keys(new.broker.api))
+        if added or removed or changed:
+            log.info("api_keys_rotated", added=added, removed=removed, changed=changed)
 
     async def _stop_tasks(self, keys: list[str]) -> None:
         tasks = []

@@ -117,6 +117,14 @@ class SigV4:
         self._clock = clock
         self._m_failures = metrics.auth_failures
 
+    def replace_keys(self, keys: list[Key]) -> tuple[list[str], list[str], list[str]]:
+        """Key rotation without a restart: the next request is checked against ``keys``. Returns the
+        key ids (added, removed, changed: a new secret or new permissions)."""
+        new = {k.access_key_id: k for k in keys}
+        old, self._keys = self._keys, new
+        return (sorted(set(new) - set(old)), sorted(set(old) - set(new)),
+                sorted(k for k in set(new) & set(old) if new[k] != old[k]))
+
     @web.middleware
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:

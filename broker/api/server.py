@@ -19,13 +19,17 @@ from broker.observability.metrics import Metrics
 log = structlog.get_logger("broker.app")
 
 
-def middlewares(api: ApiSettings, *, region: str, account: str, clock: Clock, metrics: Metrics) -> list[Any]:
-    """Lambda's errors on every route; SigV4 unless the config chose otherwise."""
+def keys(api: ApiSettings) -> list[Key]:
+    """The SigV4 keys the config gives (secret files already read)."""
+    return [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources)) for c in api.credentials]
+
+
+def authenticator(api: ApiSettings, *, region: str, account: str, clock: Clock, metrics: Metrics) -> SigV4 | None:
+    """SigV4 unless the config chose otherwise (said once at start); its keys can be replaced live."""
     if api.authenticated:
-        keys = [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources))
-                for c in api.credentials]
-        log.info("api_authentication", mode="sigv4", access_key_ids=[k.access_key_id for k in keys])
-        return [lambda_errors, SigV4(keys, region=region, account=account, clock=clock, metrics=metrics).middleware]
+        given = keys(api)
+        log.info("api_authentication", mode="sigv4", access_key_ids=[k.access_key_id for k in given])
+        return SigV4(given, region=region, account=account, clock=clock, metrics=metrics)
     if api.loopback:
         log.info("api_unauthenticated", host=api.host,
                  note="no credentials configured: only processes on this machine can reach the API")
@@ -33,7 +37,12 @@ def middlewares(api: ApiSettings, *, region: str, account: str, clock: Clock, me
         log.warning("api_unauthenticated_network", host=api.host,
                     note="auth: none with allow_unauthenticated_network: anyone who reaches the port may "
                          "invoke functions, change concurrency and pause mappings")
-    return [lambda_errors]
+    return None
+
+
+def middlewares(auth: SigV4 | None) -> list[Any]:
+    """Lambda's errors on every route, then SigV4 where the config asks for it."""
+    return [lambda_errors] if auth is None else [lambda_errors, auth.middleware]
 
 
 async def listen(app: web.Application, api: ApiSettings) -> tuple[web.AppRunner, int]:

@@ -19,16 +19,28 @@ log = structlog.get_logger("broker.config")
 
 
 class ConfigWatcher:
-    def __init__(self, path: Path, on_failure: Callable[[], None] = lambda: None) -> None:
+    """``also``: the files the running config reads besides itself (API keys' secret files, which a
+    Kubernetes Secret update swaps): a change of theirs reloads the config too."""
+
+    def __init__(self, path: Path, on_failure: Callable[[], None] = lambda: None,
+                 also: Callable[[], list[Path]] = list) -> None:
         self._path = path
         self._on_failure = on_failure
+        self._also = also
         self._digest = self._read_digest()
 
     def _read_digest(self) -> str | None:
+        digest = hashlib.sha256()
         try:
-            return hashlib.sha256(self._path.read_bytes()).hexdigest()
+            digest.update(self._path.read_bytes())
         except OSError:
             return None
+        for extra in self._also():
+            try:
+                digest.update(b"\0" + extra.read_bytes())
+            except OSError:
+                digest.update(b"\0(unreadable)")
+        return digest.hexdigest()
 
     async def check(self, apply: Callable[[Config], Awaitable[None]]) -> None:
         """Apply the file if it changed since the last look (an invalid one is refused and logged)."""

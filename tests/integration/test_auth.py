@@ -146,3 +146,43 @@ async def test_the_aws_cli_signs_and_is_checked(broker: BrokerRunner, target: Re
         settings = await asyncio.to_thread(cli, "ops", OPS_SECRET, "get-account-settings")
         assert settings.returncode == 0, settings.stderr
         assert json.loads(settings.stdout)["AccountLimit"]["ConcurrentExecutions"] == 1000
+
+
+async def test_keys_rotate_on_a_running_broker(broker: BrokerRunner, target: RecordingTarget, tmp_path: Path) -> None:
+    """A key added to api.credentials works within a reload, a removed one is refused, and a secret
+    file's new content (a Kubernetes Secret update) replaces the old secret; no restart, one log line each."""
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    functions = _functions(target)
+    api = _api(tmp_path)
+    with capture_logs() as logs:
+        async with broker.run(functions, [], api=api) as app:
+            port = app.api_port or 0
+            started = app.started
+            assert await _code(_client(port, "new", "new-secret-abcdefghijklmnopqrstu").list_functions) \
+                == "UnrecognizedClientException"
+            rotated = {**api, "credentials": [*api["credentials"], {"AccessKeyId": "new",
+                                                                    "SecretAccessKey": "new-secret-abcdefghijklmnopqrstu"}]}
+            rotated["credentials"] = [c for c in rotated["credentials"] if c["AccessKeyId"] != "ops"]
+            broker.write_config(functions, [], api=rotated)
+
+            async def until(key: str, secret: str, code: str) -> None:
+                deadline = asyncio.get_running_loop().time() + 15
+                while await _code(_client(port, key, secret).invoke, FunctionName="orders", Payload=b"{}") != code:
+                    assert asyncio.get_running_loop().time() < deadline, (key, code)
+                    await asyncio.sleep(0.2)
+
+            await until("new", "new-secret-abcdefghijklmnopqrstu", "ok")
+            await until("ops", OPS_SECRET, "UnrecognizedClientException")
+            producer = _client(port, "producer", PRODUCER_SECRET)
+            assert await _code(producer.invoke, FunctionName="orders", Payload=b"{}") == "ok"
+            (tmp_path / "producer.key").write_text("producer-secret-rotated-000000000\n")  # the Secret changed
+            await until("producer", "producer-secret-rotated-000000000", "ok")
+            assert await _code(producer.invoke, FunctionName="orders", Payload=b"{}") == "InvalidSignatureException"
+            assert await _code(producer.list_functions) == "InvalidSignatureException"
+            assert app.started is started
+    rotations = [e for e in logs if e["event"] == "api_keys_rotated"]
+    assert rotations[0]["added"] == ["new"]
+    assert rotations[0]["removed"] == ["ops"]
+    assert rotations[-1]["changed"] == ["producer"]
+    assert not [e for e in logs if e["event"] == "config_reload_restart_required"]
