@@ -166,7 +166,8 @@ def test_selectors_and_policies_pick_the_right_pods(values: Path | None) -> None
     """The Deployment, Service, PDB and broker NetworkPolicy select the broker's pods and never the
     bundled Redis; Redis's own policy admits the broker's pods only; no pod mounts a service
     account token; the API's secrets are mounted as files."""
-    docs = render(values, "--set", "redis.bundled.enabled=true", "--set", "replicaCount=2")
+    docs = render(values, "--set", "redis.bundled.enabled=true", "--set", "redis.existingSecret=",
+                  "--set", "redis.url=", "--set", "replicaCount=2")
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     broker_pod = deployment["spec"]["template"]["metadata"]["labels"]
     redis_pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["metadata"]["labels"]
@@ -235,16 +236,97 @@ def test_a_workload_without_a_runtime_port_fails_at_template_time() -> None:
 
 
 def test_defaults_that_cannot_work_fail_at_template_time_saying_what_to_set() -> None:
-    """No account id for real AWS, or no Redis at all: helm refuses with the value to set."""
-    result = helm("template", "rel", str(CHART))
-    assert result.returncode != 0
-    assert "aws.accountId must be your 12-digit AWS account id" in result.stderr
-    result = helm("template", "rel", str(CHART), *MINIMAL, "--set", "redis.bundled.enabled=false")
+    """No Redis at all: helm refuses with the values to set."""
+    result = helm("template", "rel", str(CHART), "--set", "redis.bundled.enabled=false")
     assert result.returncode != 0
     assert "no Redis: keep redis.bundled.enabled=true (the default), or set redis.url" in result.stderr
-    emulator = render(None, "--set", "aws.accountId=", "--set", "aws.endpointUrl=http://localstack:4566")
-    config = yaml.safe_load(next(d for d in emulator if d["kind"] == "ConfigMap")["data"]["broker.yaml"])
-    assert config["broker"]["account_id"] == "000000000000"
+
+
+def test_defaults_render_and_leave_the_account_to_sts() -> None:
+    """`helm template` on the defaults renders: with no aws.accountId the config names none, and the
+    broker asks STS at start; a given one is passed on."""
+    for args, expected in (((), None), (("--set", "aws.accountId=123456789012"), "123456789012")):
+        result = helm("template", "rel", str(CHART), *args)
+        assert result.returncode == 0, result.stderr
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["broker.yaml"])
+        assert config["broker"].get("account_id") == expected
+
+
+def _env(docs: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rel-broker")
+    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+# What each values file's comment claims: which Redis the broker points at.
+REDIS_OF = {"defaults": "bundled", "full-values.yaml": "bundled", "function-workload-values.yaml": "bundled",
+            "eks-irsa-values.yaml": ("broker-redis", "url"), "external-redis-values.yaml": ("broker-redis", "url")}
+
+
+@pytest.mark.parametrize("values", VALUES, ids=lambda v: v.name if v else "defaults")
+def test_each_values_file_renders_the_redis_it_claims(values: Path | None) -> None:
+    """An external Redis (an existing Secret or a URL) turns the bundled one off: no StatefulSet, no
+    password Secret, the broker's URL from that Secret, egress to its ports (and CIDRs) instead of
+    the bundled pods. Without one, the bundled Redis and the broker pointed at it."""
+    docs = render(values)
+    claim = REDIS_OF[values.name if values else "defaults"]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    env = _env(docs)["BROKER_REDIS_URL"]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "rel-broker")
+    to_redis_pods = [r for r in policy["spec"]["egress"] for peer in r.get("to", [])
+                     if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "redis"]
+    if claim == "bundled":
+        assert ("StatefulSet", "rel-broker-redis") in kinds
+        assert env["value"].endswith("@rel-broker-redis:6379/0")
+        assert to_redis_pods
+        return
+    secret, key = claim
+    assert ("StatefulSet", "rel-broker-redis") not in kinds
+    assert ("NetworkPolicy", "rel-broker-redis") not in kinds
+    assert ("Secret", "rel-broker-redis-password") not in kinds
+    assert env["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}
+    assert not to_redis_pods
+    (redis_rule,) = [r for r in policy["spec"]["egress"] if {"port": 6379, "protocol": "TCP"} in r["ports"]]
+    if values is not None and values.name == "eks-irsa-values.yaml":
+        assert redis_rule["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+
+
+def test_a_redis_url_is_kept_in_a_secret_the_broker_reads() -> None:
+    docs = render(None, "--set", "redis.url=rediss://:pw@cache.example:6380/0", "--set", "networkPolicy.redisPorts={6380}")
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-broker-redis")
+    assert secret["stringData"]["redis-url"] == "rediss://:pw@cache.example:6380/0"
+    assert _env(docs)["BROKER_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "rel-broker-redis", "key": "redis-url"}
+    assert "StatefulSet" not in {d["kind"] for d in docs}
+
+
+def test_the_pods_roll_when_a_key_or_the_config_changes() -> None:
+    """Checksum annotations: a second API key, or another function, changes the pod template; the same
+    values render the same template."""
+    def template(*args: str) -> dict:  # type: ignore[type-arg]
+        docs = render(None, *args)
+        return next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]  # type: ignore[no-any-return]
+
+    one = template()
+    assert template() == one
+    two_keys = template("--set", "api.credentials[0].accessKeyId=broker-admin",
+                        "--set", "api.credentials[1].accessKeyId=producer")
+    assert two_keys["metadata"]["annotations"]["checksum/api-keys"] != one["metadata"]["annotations"]["checksum/api-keys"]
+    other_config = template("--set", "functions.f.Target.Url=http://f.default.svc/invoke")
+    assert other_config["metadata"]["annotations"]["checksum/config"] != one["metadata"]["annotations"]["checksum/config"]
+
+
+def test_prometheus_scrapes_through_the_network_policy() -> None:
+    """serviceMonitor.enabled admits Prometheus's namespace to the API port; egress opens the ports
+    of the targets the values name (and AWS's 443), not every port of every pod."""
+    docs = render(None, "--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.prometheusNamespace=obs",
+                  "--set", "functions.f.Target.Url=http://f.default.svc:8081/invoke",
+                  "--set", "functions.g.Target.Url=https://g.example.com/invoke")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "rel-broker")
+    admitted = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}} in admitted
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert ports == {53, 6379, 443, 8081}
+    assert not [r for r in policy["spec"]["egress"] if {"namespaceSelector": {}} in r.get("to", [])]
 
 
 def test_defaults_bring_their_own_redis() -> None:

@@ -56,6 +56,33 @@ app.kubernetes.io/component: broker
 {{- end }}
 {{- end }}
 
+{{/* Which Redis the broker uses, said one way: an external one (redis.url or redis.existingSecret)
+turns the bundled one off; without either, the bundled one (unless it is switched off too). */}}
+{{- define "broker.redisMode" -}}
+{{- if or .Values.redis.existingSecret .Values.redis.url }}external
+{{- else if .Values.redis.bundled.enabled }}bundled
+{{- else }}{{ fail "no Redis: keep redis.bundled.enabled=true (the default), or set redis.url or redis.existingSecret" }}
+{{- end }}
+{{- end }}
+
+{{/* The TCP port of a URL: its own, else its scheme's. */}}
+{{- define "broker.urlPort" -}}
+{{- $u := urlParse . }}
+{{- $explicit := trimPrefix (printf "%s:" $u.hostname) $u.host }}
+{{- if and $explicit (ne $explicit $u.host) }}{{ $explicit }}{{ else if eq $u.scheme "https" }}443{{ else }}80{{ end }}
+{{- end }}
+
+{{/* The ports of the targets the values name (function Urls, an AWS-compatible endpoint), one per
+line, besides AWS's 443. */}}
+{{- define "broker.targetPorts" -}}
+{{- $ports := dict "443" true }}
+{{- range $name, $fn := .Values.functions }}
+{{- with (($fn | default dict).Target | default dict).Url }}{{ $_ := set $ports (include "broker.urlPort" .) true }}{{ end }}
+{{- end }}
+{{- with .Values.aws.endpointUrl }}{{ $_ := set $ports (include "broker.urlPort" .) true }}{{ end }}
+{{- keys $ports | sortAlpha | join "\n" }}
+{{- end }}
+
 {{/* The Secret and key holding the Redis URL. */}}
 {{- define "broker.redisSecretName" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else }}{{ include "broker.fullname" . }}-redis{{ end }}
@@ -70,7 +97,7 @@ app.kubernetes.io/component: broker
 {{- add $drain 20 10 }}
 {{- end }}
 
-{{/* The config file (DESIGN §3) rendered from values. */}}
+{{/* The config file (README, "Configuration reference") rendered from values. */}}
 {{- define "broker.config" -}}
 {{- $api := dict "host" "0.0.0.0" "port" (int .Values.service.port) }}
 {{- if .Values.api.allowUnauthenticated }}
@@ -83,14 +110,13 @@ app.kubernetes.io/component: broker
 {{- $_ := set $api "auth" "sigv4" }}{{ $_ := set $api "credentials" $credentials }}
 {{- end }}
 {{- $account := toString .Values.aws.accountId }}
-{{- if and (not $account) .Values.aws.endpointUrl }}{{ $account = "000000000000" }}{{ end }}
-{{- if not (regexMatch "^[0-9]{12}$" $account) }}
-{{- fail "aws.accountId must be your 12-digit AWS account id (it is in every ARN the broker builds): --set aws.accountId=123456789012" }}
+{{- $_ := include "broker.redisMode" . }}
+{{- $settings := dict "region" .Values.aws.region "data_dir" "/data" "api" $api "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
+{{- /* no account id: the broker asks STS GetCallerIdentity at start */}}
+{{- if and $account (not (regexMatch "^[0-9]{12}$" $account)) }}
+{{- fail "aws.accountId must be your 12-digit AWS account id, quoted (--set-string aws.accountId=123456789012), or empty to ask STS" }}
 {{- end }}
-{{- if and (not .Values.redis.bundled.enabled) (not .Values.redis.existingSecret) (not .Values.redis.url) }}
-{{- fail "no Redis: keep redis.bundled.enabled=true (the default), or set redis.url or redis.existingSecret" }}
-{{- end }}
-{{- $settings := dict "region" .Values.aws.region "account_id" $account "data_dir" "/data" "api" $api "redis_url" "redis://set-by-BROKER_REDIS_URL:6379/0" }}
+{{- if $account }}{{ $_ := set $settings "account_id" $account }}{{ end }}
 {{- if .Values.aws.endpointUrl }}{{ $_ := set $settings "aws_endpoint_url" .Values.aws.endpointUrl }}{{ end }}
 {{- $broker := merge (deepCopy .Values.broker) $settings }}
 {{- $config := dict "broker" $broker "functions" .Values.functions "event_source_mappings" .Values.eventSourceMappings }}
