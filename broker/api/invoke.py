@@ -1,4 +1,4 @@
-"""Lambda's Invoke (spec §5.1): ``POST /2015-03-31/functions/{FunctionName}/invocations``.
+"""Lambda's Invoke (docs/aws-semantics.md, "Invoke"): ``POST /2015-03-31/functions/{FunctionName}/invocations``.
 
 RequestResponse runs the target and answers 200 with its result (and ``X-Amz-Function-Error`` on a
 function error); Event answers 202 once the event is in Redis; DryRun answers 204. Errors use

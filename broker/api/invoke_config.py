@@ -1,4 +1,5 @@
-"""Lambda's EventInvokeConfig API (spec §5.3) under ``/2019-09-25/functions/{FunctionName}/event-invoke-config``:
+"""Lambda's EventInvokeConfig API (docs/aws-semantics.md, "EventInvokeConfig") under
+``/2019-09-25/functions/{FunctionName}/event-invoke-config``:
 PUT (replace), POST (update given fields), GET, DELETE, and ``GET .../list``. Codes, messages and
 shapes follow Lambda, so boto3's ``put_function_event_invoke_config`` and friends work unchanged.
 """

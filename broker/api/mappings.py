@@ -1,4 +1,5 @@
-"""Lambda's event source mapping routes (spec §9.1, §9.3): list, get, and PUT ``Enabled``."""
+"""Lambda's event source mapping routes: list, get, create, update, delete (docs/aws-semantics.md,
+"The event source mapping API")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A function's ``EventInvokeConfig``: the config file's, or the one set through Lambda's
-EventInvokeConfig API (spec §5.3), shared by all replicas through Redis.
+EventInvokeConfig API (docs/aws-semantics.md, "EventInvokeConfig"), shared by all replicas through Redis.
 
     {broker:fn:<name>}:invoke-config   JSON {"config": {...} | null, "LastModified": epoch seconds}
 

@@ -1,5 +1,5 @@
 """The durable async event queue: one Redis Stream per function with a consumer group, plus a
-delayed set for retries (DESIGN §7).
+delayed set for retries (docs/design.md, "Redis layout").
 
     {broker:fn:<name>}:events    stream; a new event's entry: ``id`` (request id) and ``p`` (the
                                  payload as accepted); an event back from a retry: ``e``, its

@@ -1,4 +1,5 @@
-"""Drains one function's async queue with Lambda's rules (spec §5.2, §5.4, §5.5).
+"""Drains one function's async queue with Lambda's rules (docs/aws-semantics.md, "Async retries",
+"Async destinations", "Dead-letter queue").
 
 Per event:
     ReservedConcurrentExecutions 0 ─► ZeroReservedConcurrency (no attempt)

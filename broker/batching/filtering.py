@@ -1,4 +1,4 @@
-"""Lambda event filtering (spec §1.4): EventBridge-style patterns over event records.
+"""Lambda event filtering (docs/aws-semantics.md, "Event filtering"): EventBridge-style patterns over event records.
 
 A pattern is a JSON object. Keys are ANDed; a list of values is ORed; ``$or`` ORs sub-patterns.
 Leaf matchers: literals (string, number, null; numbers compared by their JSON text, so 300 and
@@ -8,7 +8,7 @@ document for Lambda (``wildcard``, ``cidr``, ``anything-but`` with a nested oper
 when the pattern is compiled, so a bad pattern fails at config load, never at run time.
 
 The data key (SQS ``body``, Kinesis ``data``, DynamoDB ``dynamodb``) is matched against its
-decoded JSON when the data is JSON; the format rules of the spec's tables live in ``RecordFilter``.
+decoded JSON when the data is JSON; the format rules (JSON or plain data and pattern) live in ``RecordFilter``.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class _WithData:
 
 @dataclass(frozen=True)
 class RecordFilter:
-    """The ORed filters of one mapping, with the data-format rules of spec §1.4.
+    """The ORed filters of one mapping, with the data-format rules of docs/aws-semantics.md, "Event filtering"
 
     ``decode`` turns a record's raw data into (decoded value, is_json). A record whose data format
     disagrees with what a filter expects (JSON vs plain string) never matches that filter.

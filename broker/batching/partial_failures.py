@@ -1,4 +1,4 @@
-"""``ReportBatchItemFailures`` responses (spec §1.3).
+"""``ReportBatchItemFailures`` responses (docs/aws-semantics.md, "Partial batch responses").
 
 ``parse_item_failures`` returns the set of reported identifiers: empty means the whole batch
 succeeded; ``None`` means the response is malformed and the whole batch failed.

@@ -1,1 +1,1 @@
-"""Concurrency permits shared by every replica through Redis (DESIGN §7)."""
+"""Concurrency permits shared by every replica through Redis (docs/design.md, "Redis layout")."""

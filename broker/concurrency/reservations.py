@@ -1,6 +1,6 @@
 """Reserved concurrency per function: the config file's ``ReservedConcurrentExecutions``, or what
-Lambda's concurrency API (PutFunctionConcurrency / DeleteFunctionConcurrency, spec §6) set, shared by
-every replica through Redis.
+Lambda's concurrency API (PutFunctionConcurrency / DeleteFunctionConcurrency; docs/aws-semantics.md,
+"Concurrency") set, shared by every replica through Redis.
 
     {broker}:reserved-concurrency   hash  function -> a number, or "none" after a delete
 

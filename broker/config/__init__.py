@@ -1,4 +1,4 @@
-"""Config models and the one loader (DESIGN §3)."""
+"""Config models and the one loader (README.md, "Configuration reference")."""
 
 from broker.config.loader import load_config, parse_config
 from broker.config.models import Config, EventSourceMapping, FunctionConfig

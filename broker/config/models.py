@@ -1,8 +1,9 @@
-"""The config file's shape (DESIGN §3).
+"""The config file's shape (README.md, "Configuration reference").
 
 Broker settings are snake_case with units in their names; everything that mirrors an AWS resource
 keeps AWS's PascalCase names and ranges so users can paste from the Lambda API, CloudFormation or
-SAM. Ranges come from spec §1.2 and §9; cross-field rules live in ``rules.py``.
+SAM. Ranges come from docs/aws-semantics.md, "Mapping parameters"; cross-field rules live in
+``rules.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Cross-field rules of the config, with AWS's wording where the spec gives it (spec §1.1, §1.2).
+"""Cross-field rules of the config, with AWS's wording where AWS has one (docs/aws-semantics.md,
+"Mapping parameters", "Recorded refusals").
 
 ``check`` returns every issue with its path; ``apply_defaults`` fills each mapping's ``None``
 fields with AWS's default for its source, so the API echoes what AWS would.
@@ -246,7 +247,7 @@ def _check_stream(esm: EventSourceMapping, path: str, kind: SourceKind, now: flo
 
 
 def apply_defaults(esm: EventSourceMapping) -> None:
-    """Fill AWS's per-source defaults into the fields left out (spec §1.2)."""
+    """Fill AWS's per-source defaults into the fields left out (docs/aws-semantics.md, "Mapping parameters")."""
     esm.UUID = mapping_uuid(esm)
     if source_kind(esm.EventSourceArn) is SourceKind.SQS:
         esm.BatchSize = esm.BatchSize or 10

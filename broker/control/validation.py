@@ -1,5 +1,6 @@
 """CreateEventSourceMapping and UpdateEventSourceMapping bodies checked exactly like the config
-file (the same model and rules), answered in Lambda's exception types and wording (spec §9.5):
+file (the same model and rules), answered in Lambda's exception types and wording
+(docs/aws-semantics.md, "Recorded refusals"):
 ``ValidationException`` for a value outside the API's constraints, ``InvalidParameterValueException``
 for a rule of Lambda's, with the message AWS gives."""
 

@@ -1,4 +1,5 @@
-"""The records Lambda sends to destinations (spec §4 for stream mappings)."""
+"""The records Lambda sends to destinations (docs/aws-semantics.md, "On-failure records of stream
+mappings", "Async destinations")."""
 
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ def _json_or_text(raw: str | bytes | None) -> Any:
 
 def async_record(*, request_id: str, function_arn: str, condition: str, invoke_count: int, timestamp: float,
                  request_payload: str, last: dict[str, Any] | None) -> dict[str, Any]:
-    """The destination record of an asynchronous invocation (spec §5.4). ``last`` is the last run
-    (``functionError``, ``payload``, ``status``) or None when the function never ran."""
+    """The destination record of an asynchronous invocation (docs/aws-semantics.md, "Async
+    destinations"). ``last`` is the last run (``functionError``, ``payload``, ``status``) or None
+    when the function never ran."""
     doc: dict[str, Any] = {
         "version": "1.0",
         "timestamp": iso_ms(timestamp),

@@ -27,7 +27,7 @@ class Invoker(Protocol):
 
 
 def timeout_error_payload(request_id: str, timeout: float) -> bytes:
-    """Lambda's body for a function that ran past its timeout (spec §5.1)."""
+    """Lambda's body for a function that ran past its timeout (docs/aws-semantics.md, "Invoke")."""
     return (
         b'{"errorType": "Sandbox.Timedout", "errorMessage": "RequestId: '
         + request_id.encode()

@@ -1,4 +1,4 @@
-"""HTTP targets (DESIGN §6). aiohttp errors are translated here and nowhere else.
+"""HTTP targets (README.md, "functions:"). aiohttp errors are translated here and nowhere else.
 
 2xx is success unless ``X-Amz-Function-Error`` is set or the body is a runtime-interface-emulator
 error (an object with ``errorType`` and ``errorMessage``, or its plain-text timeout line): then a

@@ -1,4 +1,4 @@
-"""Python targets: ``module:function(event, context)``, sync or async (DESIGN §6).
+"""Python targets: ``module:function(event, context)``, sync or async (README.md, "functions:").
 
 Exceptions are function errors with Lambda's Python error object. A sync handler runs in a
 worker thread; past ``Timeout`` it is reported as timed out (the thread cannot be killed and

@@ -1,4 +1,4 @@
-"""Every Prometheus metric the broker exports, declared once (DESIGN §8).
+"""Every Prometheus metric the broker exports, declared once (README.md, "Metrics").
 
 Lambda's CloudWatch metrics in snake_case. Labels are bounded: function names and mapping UUIDs
 come from the config file, never from requests.

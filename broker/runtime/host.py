@@ -1,5 +1,5 @@
-"""A function's Runtime API (2018-06-01, spec §8.1): one aiohttp app serving the function's shared
-port (``Runtime.ApiPort``, for external environments: Lambda container images, any runtime
+"""A function's Runtime API (2018-06-01; docs/aws-semantics.md, "Runtime API"): one aiohttp app
+serving the function's shared port (``Runtime.ApiPort``, for external environments: Lambda container images, any runtime
 interface client) and one loopback port per managed environment, so the broker knows which
 process holds which invocation. The host is the function's ``Invoker``: an invocation waits for an
 environment's ``next`` call and returns what the environment posts back.

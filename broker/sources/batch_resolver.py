@@ -1,5 +1,6 @@
-"""Resolving one stream batch by the stream rules (spec §1.2-§1.3, §2.3-§2.6), and the final
-invocation of a tumbling window.
+"""Resolving one stream batch by the stream rules, and the final invocation of a tumbling window
+(docs/aws-semantics.md: "Mapping parameters", "Partial batch responses", "Kinesis ordering and
+checkpoints", "Tumbling windows", "Errors, throttles and timeouts").
 
 Throttles and unreachable targets are retried with backoff without spending attempts; function
 errors spend one attempt each (``MaximumRetryAttempts``, -1 = forever) or, with

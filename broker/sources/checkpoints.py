@@ -1,4 +1,4 @@
-"""Durable per-shard checkpoints in Redis (DESIGN §7).
+"""Durable per-shard checkpoints in Redis (docs/design.md, "Redis layout").
 
 Keys (hash-tagged per mapping, so a mapping's keys share a Redis Cluster slot):
     {broker:esm:<uuid>}:checkpoints   hash  shardId -> sequence number of the last record fully

@@ -1,4 +1,5 @@
-"""DynamoDB Streams: shard listing, iterators, GetRecords → Lambda's records (spec §2.4, §3.3)."""
+"""DynamoDB Streams: shard listing, iterators, GetRecords → Lambda's records
+(docs/aws-semantics.md, "DynamoDB Streams", "Event shapes")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Kinesis Data Streams: shard listing, iterators, GetRecords → Lambda's records (spec §2.3, §3.2)."""
+"""Kinesis Data Streams: shard listing, iterators, GetRecords → Lambda's records
+(docs/aws-semantics.md, "Kinesis ordering and checkpoints", "Event shapes")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shard leases shared by the replicas running a stream mapping (DESIGN §7; KCL's lease table).
+"""Shard leases shared by the replicas running a stream mapping (docs/design.md, "Redis layout"; KCL's lease table).
 
     {broker:esm:<uuid>}:lease_owner    hash shard -> replica id
     {broker:esm:<uuid>}:lease_expiry   hash shard -> Unix ms (Redis TIME)

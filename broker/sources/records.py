@@ -1,4 +1,4 @@
-"""AWS API responses → Lambda event records (spec §3)."""
+"""AWS API responses → Lambda event records (docs/aws-semantics.md, "Event shapes")."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def sqs_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def sqs_record(message: dict[str, Any], *, queue_arn: str, region: str) -> dict[str, Any]:
-    """One ReceiveMessage entry as Lambda's SQS event record (spec §3.1)."""
+    """One ReceiveMessage entry as Lambda's SQS event record (docs/aws-semantics.md, "Event shapes")."""
     record: dict[str, Any] = {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
@@ -53,7 +53,7 @@ def _epoch(value: Any) -> float:
 
 def kinesis_record(raw: dict[str, Any], *, shard_id: str, stream_arn: str, region: str,
                    identity_arn: str) -> dict[str, Any]:
-    """One GetRecords entry as Lambda's Kinesis event record (spec §3.2)."""
+    """One GetRecords entry as Lambda's Kinesis event record (docs/aws-semantics.md, "Event shapes")."""
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -73,7 +73,7 @@ def kinesis_record(raw: dict[str, Any], *, shard_id: str, stream_arn: str, regio
 
 
 def dynamodb_record(raw: dict[str, Any], *, stream_arn: str, region: str) -> dict[str, Any]:
-    """One DynamoDB Streams GetRecords entry as Lambda's event record (spec §3.3)."""
+    """One DynamoDB Streams GetRecords entry as Lambda's event record (docs/aws-semantics.md, "Event shapes")."""
     ddb = dict(raw["dynamodb"])
     if "ApproximateCreationDateTime" in ddb:
         ddb["ApproximateCreationDateTime"] = _epoch(ddb["ApproximateCreationDateTime"])

@@ -1,4 +1,6 @@
-"""SQS event source mappings (spec §1.1-§1.5, §2.2, §3.1).
+"""SQS event source mappings (docs/aws-semantics.md: "Mapping parameters", "Partial batch
+responses", "Event filtering", "Payload size and batch cutting", "SQS polling and deletion",
+"Event shapes").
 
 Pollers
     Each poller loops: collect a batch (long polls of up to 10 messages until BatchSize, the

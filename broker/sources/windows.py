@@ -1,4 +1,5 @@
-"""Tumbling windows of stream mappings (spec §2.5, §3.4): ``TumblingWindowInSeconds`` > 0.
+"""Tumbling windows of stream mappings: ``TumblingWindowInSeconds`` > 0 (docs/aws-semantics.md,
+"Tumbling windows", "Event shapes").
 
 Records fall into fixed windows by their arrival time in the stream; a batch never spans two. Each
 invocation carries the window, the ``state`` the function returned last time in that window

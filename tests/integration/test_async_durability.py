@@ -1,5 +1,5 @@
 """A broker killed with SIGKILL while events are queued and some are mid-invocation loses none:
-after a restart every accepted event reaches the target (spec §5.2; DESIGN §7)."""
+after a restart every accepted event reaches the target (docs/aws-semantics.md, "Async retries"; docs/design.md, "Redis layout")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Lambda's Invoke API and asynchronous invocation, driven through boto3's Lambda client pointed at
-the broker (spec §5, §6): sync results and errors, 202 into the durable queue, every destination
+the broker (docs/aws-semantics.md, "Invoke", "Concurrency"): sync results and errors, 202 into the durable queue, every destination
 condition, DLQ attributes, the EventBridge envelope."""
 
 from __future__ import annotations

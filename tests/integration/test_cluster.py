@@ -1,6 +1,6 @@
 """Several broker processes on one redis-server and one config: shard leases spread, a killed
 replica's shards are taken over after the lease TTL, a stopped replica hands off at once, and a
-replica frozen past its TTL cannot write a checkpoint when it wakes (DESIGN §7; spec §2.3)."""
+replica frozen past its TTL cannot write a checkpoint when it wakes (docs/design.md, "Redis layout"; docs/aws-semantics.md, "Kinesis ordering and checkpoints")."""
 
 from __future__ import annotations
 

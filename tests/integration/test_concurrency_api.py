@@ -1,4 +1,4 @@
-"""Lambda's concurrency API (spec §6) through boto3's Lambda client: GetAccountSettings,
+"""Lambda's concurrency API (docs/aws-semantics.md, "Concurrency") through boto3's Lambda client: GetAccountSettings,
 Get/Put/DeleteFunctionConcurrency, the 100-unreserved floor, and a reservation set on one replica
 throttling invocations on another."""
 

@@ -267,7 +267,7 @@ async def test_a_pause_of_a_file_mapping_outlives_restarts_and_reaches_other_rep
 
 async def test_validation_errors_through_the_api_speak_aws(aws: Any, broker: BrokerRunner,
                                                           target: RecordingTarget) -> None:
-    """Spec §9.5's cases through CreateEventSourceMapping, each with AWS's exception type and wording;
+    """docs/aws-semantics.md, "Recorded refusals"'s cases through CreateEventSourceMapping, each with AWS's exception type and wording;
     and a DynamoDB Streams mapping created through the API that delivers."""
     from tests.integration.test_dynamodb_streams import create_table  # noqa: PLC0415
     from tests.servers import queue_arn, stream_arn  # noqa: PLC0415

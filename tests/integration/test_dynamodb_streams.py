@@ -1,4 +1,4 @@
-"""DynamoDB Streams mappings: record shape, typed filters, DDBStreamBatchInfo (spec §3.3, §1.4, §4)."""
+"""DynamoDB Streams mappings: record shape, typed filters, DDBStreamBatchInfo (docs/aws-semantics.md, "Event shapes", "Event filtering", "On-failure records of stream mappings")."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def mapping(arn: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_record_shape_insert_modify_remove(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
-    """Every field of spec §3.3, eventVersion 1.1, numeric ApproximateCreationDateTime, typed images."""
+    """Every field of docs/aws-semantics.md, "Event shapes", eventVersion 1.1, numeric ApproximateCreationDateTime, typed images."""
     arn = await create_table(aws, "carts")
     await aws.call("dynamodb", "put_item", TableName="carts", Item={"id": {"S": "c1"}, "n": {"N": "1"}})
     await aws.call("dynamodb", "put_item", TableName="carts", Item={"id": {"S": "c1"}, "n": {"N": "2"}})

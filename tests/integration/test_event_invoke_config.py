@@ -1,4 +1,4 @@
-"""Lambda's EventInvokeConfig API (spec §5.3) through boto3's Lambda client: put/update/get/delete/list
+"""Lambda's EventInvokeConfig API (docs/aws-semantics.md, "EventInvokeConfig") through boto3's Lambda client: put/update/get/delete/list
 shapes and errors, the config file's setting shown until the API changes it, and a change applied by
 the worker (and seen by a second replica) without a restart."""
 

@@ -1,6 +1,6 @@
 """A function's permits serve all its sources: three broker processes, one function with
 ReservedConcurrentExecutions 3, an SQS mapping with Lambda's 20 s long polls and a Kinesis mapping
-on it. Idle pollers must not sit on the permits that stream batches wait for (DESIGN §7)."""
+on it. Idle pollers must not sit on the permits that stream batches wait for (docs/design.md, "Redis layout")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Kinesis mappings: record shape, order per shard and per key, checkpoints, start positions,
-filters (spec §1.2-§1.4, §2.3, §3.2)."""
+filters (docs/aws-semantics.md, "Mapping parameters", "Partial batch responses", "Event filtering", "Kinesis ordering and checkpoints", "Event shapes")."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def mapping(name: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_record_shape_and_order_per_shard(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
-    """Every field of spec §3.2; each shard's records arrive in sequence order; checkpoints are written."""
+    """Every field of docs/aws-semantics.md, "Event shapes"; each shard's records arrive in sequence order; checkpoints are written."""
     shards = await create_stream(aws, "clicks", shards=2)
     items = [(f"k{i % 5}", json.dumps({"n": i}).encode()) for i in range(40)]
     seqs = await put_records(aws, "clicks", items)

@@ -1,5 +1,5 @@
 """Concurrency permits against a real redis-server: the Lua scripts with short TTLs, loss cancelling
-the guarded work, and limits holding across several broker processes (spec §6; DESIGN §7)."""
+the guarded work, and limits holding across several broker processes (docs/aws-semantics.md, "Concurrency"; docs/design.md, "Redis layout")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQS batching by size, by window and by bytes; filters delete what they drop (spec §1.2, §1.4, §1.5)."""
+"""SQS batching by size, by window and by bytes; filters delete what they drop (docs/aws-semantics.md, "Mapping parameters", "Event filtering", "Payload size and batch cutting")."""
 
 from __future__ import annotations
 

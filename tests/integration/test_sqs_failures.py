@@ -1,5 +1,5 @@
 """SQS failure handling: partial batch responses, function errors to the DLQ, throttles, timeouts,
-unreachable targets (spec §1.3, §2.2, §2.6; DESIGN §6)."""
+unreachable targets (docs/aws-semantics.md, "Partial batch responses", "SQS polling and deletion", "Errors, throttles and timeouts"; README.md, "functions:")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQS mappings deliver Lambda's event shape and delete what succeeded (spec §3.1, §2.2)."""
+"""SQS mappings deliver Lambda's event shape and delete what succeeded (docs/aws-semantics.md, "Event shapes", "SQS polling and deletion")."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.servers import ACCOUNT, REGION, Aws, RecordingTarget, queue_arn
 
 
 async def test_record_shape_field_by_field(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
-    """Every field of spec §3.1, attribute values as strings, lower-camel message attributes."""
+    """Every field of docs/aws-semantics.md, "Event shapes", attribute values as strings, lower-camel message attributes."""
     url = await aws.create_queue("shape", VisibilityTimeout=30)
     sent = await aws.call("sqs", "send_message", QueueUrl=url, MessageBody='{"hello": "world"}', MessageAttributes={
         "colour": {"DataType": "String", "StringValue": "blue"},

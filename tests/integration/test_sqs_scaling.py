@@ -1,4 +1,4 @@
-"""SQS pollers: FIFO group order under concurrency, scaling bounds, pause and resume (spec §2.2)."""
+"""SQS pollers: FIFO group order under concurrency, scaling bounds, pause and resume (docs/aws-semantics.md, "SQS polling and deletion")."""
 
 from __future__ import annotations
 

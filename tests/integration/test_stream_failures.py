@@ -1,4 +1,4 @@
-"""Stream error rules and on-failure destination records, field by field (spec §1.2, §1.3, §2.6, §4)."""
+"""Stream error rules and on-failure destination records, field by field (docs/aws-semantics.md, "Mapping parameters", "Partial batch responses", "Errors, throttles and timeouts", "On-failure records of stream mappings")."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def fail_if(predicate: Any) -> Any:
 
 
 async def test_retries_exhausted_goes_to_sqs_destination(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:
-    """MaximumRetryAttempts 1: two invocations, then the exact spec §4 record, then the stream moves on."""
+    """MaximumRetryAttempts 1: two invocations, then the exact docs/aws-semantics.md, "On-failure records of stream mappings" record, then the stream moves on."""
     dlq = await aws.create_queue("clicks-failed")
     shard = (await create_stream(aws, "errs"))[0]
     seqs = await put_records(aws, "errs", [("k", json.dumps({"n": i}).encode()) for i in range(3)])

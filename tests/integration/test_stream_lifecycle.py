@@ -1,5 +1,5 @@
 """Stream lifecycle: resharding keeps per-key order, pause/resume from the checkpoint, and a
-SIGKILLed broker loses nothing on restart (spec §2.3; DESIGN §7)."""
+SIGKILLed broker loses nothing on restart (docs/aws-semantics.md, "Kinesis ordering and checkpoints"; docs/design.md, "Redis layout")."""
 
 from __future__ import annotations
 

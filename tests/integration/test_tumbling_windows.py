@@ -1,4 +1,4 @@
-"""Tumbling windows (spec §2.5, §3.4) on Kinesis and DynamoDB Streams mappings: the TimeWindowEvent
+"""Tumbling windows (docs/aws-semantics.md, "Tumbling windows", "Event shapes") on Kinesis and DynamoDB Streams mappings: the TimeWindowEvent
 shape, state passed from one invocation of a window to the next, batches never spanning windows,
 the final invocation, a response without state failing, and the checkpoint held until the final
 invocation succeeds."""

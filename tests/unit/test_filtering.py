@@ -1,4 +1,4 @@
-"""Lambda event filtering: every operator of spec §1.4 and the body-format tables."""
+"""Lambda event filtering: every operator of docs/aws-semantics.md, "Event filtering" and the body-format tables."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
     ({"tags": ["c"]}, {"tags": ["a", "b"]}, False),
 ])
 def test_operator(pattern: dict[str, Any], event: dict[str, Any], expected: bool) -> None:
-    """Each operator matches exactly what spec §1.4 says."""
+    """Each operator matches exactly what docs/aws-semantics.md, "Event filtering" says."""
     assert matches(pattern, event) is expected
 
 
@@ -115,7 +115,7 @@ def test_duplicate_keys_last_wins() -> None:
     ('{"a": "1"}', '{"body": {"a": ["2"]}}', False),
 ])
 def test_sqs_body_format_table(body: str, pattern: str, expected: bool) -> None:
-    """The SQS body/pattern format table of spec §1.4."""
+    """The SQS body/pattern format table of docs/aws-semantics.md, "Event filtering"."""
     flt = RecordFilter.compile([pattern], "body")
     assert flt is not None
     record = {"messageId": "m1", "body": body}

@@ -1,4 +1,4 @@
-"""ReportBatchItemFailures parsing: every valid, malformed and empty variant of spec §1.3."""
+"""ReportBatchItemFailures parsing: every valid, malformed and empty variant of docs/aws-semantics.md, "Partial batch responses"."""
 
 from __future__ import annotations
 
