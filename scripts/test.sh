@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: installs the package with its test extra into the active Python,
 # then lints, type-checks and runs every test (the tests start their own redis-server and AWS
-# emulator on loopback ports).
+# emulator on loopback ports). `--fast`: the unit tests only (no servers), after lint and types.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet -e '.[test]'
 python -m ruff check broker tests benchmarks
 python -m mypy
-python -m pytest -q "$@"
+if [[ "${1:-}" == "--fast" ]]; then
+  shift
+  python -m pytest -q tests/unit "$@"
+else
+  python -m pytest -q "$@"
+fi

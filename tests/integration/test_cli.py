@@ -33,6 +33,25 @@ def test_version() -> None:
     assert result.stdout.startswith("broker 0.")
 
 
+def test_version_flag_and_the_overrides_in_run_help() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("broker 0.")
+    helped = run_cli("run", "--help")
+    assert "BROKER_REDIS_URL" in helped.stdout
+    assert "BROKER_API_PORT" in helped.stdout
+
+
+def test_the_real_aws_example_validates() -> None:
+    """configs/aws.yaml: real AWS, an external Redis, one mapping of each source."""
+    env = {**os.environ, "BROKER_REDIS_URL": "rediss://:pw@cache.example.com:6379/0", "BROKER_OPS_SECRET": "s3cret"}
+    result = subprocess.run([*BROKER, "validate", "-c", "configs/aws.yaml"], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("configs/aws.yaml: ok: 3 function(s), 3 mapping(s) "
+                                     "(dynamodb: 1, kinesis: 1, sqs: 1)")
+
+
 def test_validate_ok_prints_one_line() -> None:
     """The shipped local config validates with a one-line summary."""
     result = run_cli("validate", "-c", "configs/local.yaml")
