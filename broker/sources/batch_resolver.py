@@ -176,14 +176,14 @@ class BatchResolver:
     @staticmethod
     def _log_invoked(w: _Work, result: InvokeResult, failed: frozenset[str] | None) -> None:
         """One line per invocation saying what came of it: success, partial_failure (with the count
-        of reported items), invalid_partial_response (the whole batch failed) or function_error."""
+        of reported items), invalid_batch_item_failures (the whole batch failed) or function_error."""
         fields: dict[str, Any] = {}
         if not result.ok:
             outcome = "function_error"
         elif failed is None:
-            outcome = "invalid_partial_response"
+            outcome = "invalid_batch_item_failures"
         elif failed:
-            outcome, fields["failed_items"] = "partial_failure", len(failed)
+            outcome, fields["failed"] = "partial_failure", len(failed)
         else:
             outcome = "success"
         log.info("batch_invoked", records=len(w.records), first=w.records[0].sequence,

@@ -262,5 +262,5 @@ async def test_batch_invoked_says_what_came_of_the_invocation(aws: Aws, broker: 
             await target.wait_for(lambda calls: len(calls) >= 2)
             await wait_until(lambda: len([e for e in logs if e["event"] == "batch_invoked"]) >= 2)
     invoked = [e for e in logs if e["event"] == "batch_invoked"]
-    assert (invoked[0]["outcome"], invoked[0]["failed_items"], invoked[0]["records"]) == ("partial_failure", 1, 4)
+    assert (invoked[0]["outcome"], invoked[0]["failed"], invoked[0]["records"]) == ("partial_failure", 1, 4)
     assert (invoked[1]["outcome"], invoked[1]["records"]) == ("success", 2)
