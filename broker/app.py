@@ -133,10 +133,11 @@ class App:
                 config=lambda: self.config, aws=self._aws, redis=self._redis, pipeline=self._pipeline,
                 sender=self._sender, metrics=self.metrics, clock=self.clock, replica=self.replica_id,
                 prefetch=self._prefetch, stopping=self._stopping)
+            api_socket = server.bind(settings.api)  # a taken port ends start-up at once
+            stack.callback(api_socket.close)
+            self.api_port = api_socket.getsockname()[1]
             if not settings.account_id:  # left empty: the account of the broker's credentials
-                settings.account_id = await self._sources.when_reachable("the account id (STS GetCallerIdentity)",
-                                                                         self._aws.caller_account)
-                log.info("account_discovered", account_id=settings.account_id, source="sts:GetCallerIdentity")
+                await self._discover_account(api_socket)
             self._registry = MappingRegistry(self._redis)
             self._follower = RegistryFollower(
                 self._registry, runners=self.runners, functions=lambda: self.functions,
@@ -154,7 +155,7 @@ class App:
                 await self._add_function(name, fn)
             # The API (and /healthz) answers while the sources are checked: a slow or unreachable
             # AWS at start-up shows as not ready, not as a pod that never starts.
-            runner = await self._start_api()
+            runner = await self._start_api(api_socket)
             stack.push_async_callback(runner.cleanup)
             local, aws = self.config.local, self._aws
             if local:
@@ -209,7 +210,21 @@ class App:
         self.runners[esm.UUID] = runner
         self.kinds[esm.UUID] = kind
 
-    async def _start_api(self) -> web.AppRunner:
+    async def _discover_account(self, api_socket: socket.socket) -> None:
+        """The account of the broker's credentials (STS), waited for like any AWS call at start-up;
+        meanwhile the port answers /healthz (alive) and /readyz (not ready, saying why)."""
+        assert self._sources is not None
+        assert self._aws is not None
+        waiting = "the account id from STS GetCallerIdentity (account_id is empty)"
+        holding = await server.hold(api_socket, waiting)
+        try:
+            account = await self._sources.when_reachable(waiting, self._aws.caller_account)
+        finally:
+            await holding.cleanup()
+        self.config.broker.account_id = account
+        log.info("account_discovered", account_id=account, source="sts:GetCallerIdentity")
+
+    async def _start_api(self, api_socket: socket.socket) -> web.AppRunner:
         s = self.config.broker
         self._auth = server.authenticator(s.api, region=s.region, account=s.account_id, clock=self.clock,
                                           metrics=self.metrics)
@@ -228,7 +243,7 @@ class App:
         app.add_routes(functions_api.routes(lambda: self.config.functions, self.reservations.reserved, self._redis,
                                             region=s.region, account=s.account_id,
                                             started=self._started_at))
-        runner, self.api_port = await server.listen(app, s.api)
+        runner = await server.listen(app, api_socket)
         log.info("api_listening", host=s.api.host, port=self.api_port, version=__version__)
         return runner
 

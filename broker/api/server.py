@@ -4,13 +4,14 @@ with a one-line error when it is taken."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from broker.api.auth import Key, SigV4
-from broker.api.errors import lambda_errors
+from broker.api.errors import aws_error, lambda_errors
 from broker.clock import Clock
 from broker.config.models import ApiSettings
 from broker.errors import StartupError
@@ -45,17 +46,45 @@ def middlewares(auth: SigV4 | None) -> list[Any]:
     return [lambda_errors] if auth is None else [lambda_errors, auth.middleware]
 
 
-async def listen(app: web.Application, api: ApiSettings) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on the API's host and port; the runner and the port it got (port 0 picks one)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, api.host, api.port, backlog=1024)  # bursts of new connections wait, not reset
+def bind(api: ApiSettings) -> socket.socket:
+    """The API's listening socket, bound at once so a taken port ends start-up in one line; port 0
+    picks one."""
+    sock = socket.socket(socket.AF_INET6 if ":" in api.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        await site.start()
+        sock.bind((api.host, api.port))
+        sock.listen(1024)  # bursts of new connections wait, not reset
     except OSError as exc:
-        await runner.cleanup()
+        sock.close()
         raise StartupError(f"broker.api.port: cannot listen on {api.host}:{api.port} ({exc.strerror or exc}); "
                            "is another broker running? Set broker.api.port (or BROKER_API_PORT) to a free port"
                            ) from exc
-    sockets = getattr(site._server, "sockets", None) or []
-    return runner, sockets[0].getsockname()[1] if sockets else api.port
+    sock.setblocking(False)
+    return sock
+
+
+async def listen(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    """Serve ``app`` on the bound socket."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
+
+
+async def hold(sock: socket.socket, waiting_for: str) -> web.AppRunner:
+    """While start-up waits for something before the API can be built (the account id from STS):
+    ``/healthz`` answers (the process is alive), ``/readyz`` says what it waits for, and every other
+    route answers 503 ServiceException. Served on a duplicate of the socket, so stopping it leaves
+    the socket itself listening for the API."""
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "not ready", "problems": [f"starting: {waiting_for}"]}, status=503)
+
+    async def other(_: web.Request) -> web.Response:
+        return aws_error(503, "ServiceException", f"The broker is starting ({waiting_for})", error_type="Service")
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", other)])
+    return await listen(app, sock.dup())

@@ -170,7 +170,7 @@ def _check_mapping(functions: set[str], esm: EventSourceMapping, path: str, now:
     issues: list[ConfigIssue] = []
     if esm.FunctionName not in functions:
         issues.append(ConfigIssue(f"{path}.FunctionName", (
-            f"Function not found: {esm.FunctionName} (declare it under functions:)")))
+            f"{wording.FUNCTION_MISSING} ({esm.FunctionName} is not declared under functions:)")))
     try:
         kind = source_kind(esm.EventSourceArn)
     except ValueError as exc:

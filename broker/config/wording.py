@@ -11,6 +11,7 @@ from broker.types import SourceKind
 BAD_FILTER = "Invalid filter pattern definition."
 NO_STARTING_POSITION = ("1 validation error detected: Value null at 'startingPosition' failed to satisfy "
                         "constraint: Member must not be null.")
+FUNCTION_MISSING = "Function does not exist"
 UNSUPPORTED_DESTINATION = "Unsupported DestinationConfig parameter for given event source mapping type."
 MISSING_QUEUE = ("Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                  "SQS Error Message: The specified queue does not exist.")

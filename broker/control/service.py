@@ -123,7 +123,7 @@ class MappingService:
         if isinstance(fields.get("FunctionName"), str):
             name, qualifier = resolve_name(fields["FunctionName"], self._account)
             if qualifier not in (None, "$LATEST"):
-                raise Refused(400, "InvalidParameterValueException", "Function does not exist")
+                raise Refused(400, "InvalidParameterValueException", wording.FUNCTION_MISSING)
             fields["FunctionName"] = name
         return fields
 

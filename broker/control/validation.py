@@ -43,7 +43,7 @@ def check(fields: dict[str, Any], *, functions: dict[str, FunctionConfig], allow
     except ValidationError as exc:
         raise _validation(exc) from exc
     if esm.FunctionName not in functions:
-        raise Refused(400, "InvalidParameterValueException", "Function does not exist")
+        raise Refused(400, "InvalidParameterValueException", wording.FUNCTION_MISSING)
     issues = rules.check(Config(functions=functions, event_source_mappings=[esm]))
     mapping_issues = [i for i in issues if i.path.startswith("event_source_mappings")]
     if mapping_issues:  # the rules speak AWS's wording already (the config file shows the same)

@@ -73,7 +73,7 @@ def test_validate_lists_every_error_without_traceback(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines[0] == f"{bad}: 3 error(s)"
     assert "  functions.f.Timeout: Input should be greater than or equal to 1" in lines
-    assert "  event_source_mappings[0].FunctionName: Function not found: g (declare it under functions:)" in lines
+    assert "  event_source_mappings[0].FunctionName: Function does not exist (g is not declared under functions:)" in lines
     assert any(line.startswith("  event_source_mappings[0].MaximumBatchingWindowInSeconds: Maximum batch window") for line in lines)
 
 

@@ -340,3 +340,43 @@ async def test_the_account_id_is_asked_from_sts_when_left_empty(redis_server: An
         assert "account_id" not in broker_settings(redis_server, other, tmp_path)
     finally:
         other.stop()
+
+
+async def test_while_sts_cannot_be_reached_the_port_says_so(redis_server: Any, tmp_path: Any,
+                                                            target: RecordingTarget) -> None:
+    """account_id empty and AWS unreachable at start: the broker waits for STS (logged) while its
+    port answers /healthz 200 and /readyz 503 naming what it waits for; SIGTERM still stops it."""
+    import json  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from broker.embedded import free_port  # noqa: PLC0415
+    from tests.conftest import broker_settings  # noqa: PLC0415
+    from tests.servers import BrokerProcess, MotoServer  # noqa: PLC0415
+
+    nowhere = MotoServer()  # never started: nothing listens on its port
+    config = {"broker": broker_settings(redis_server, nowhere, tmp_path, aws_endpoint_url=f"http://127.0.0.1:{free_port()}"),
+              "functions": {"f": {"Target": {"Url": target.url}}}, "event_source_mappings": []}
+    broker = BrokerProcess(config, tmp_path)
+    await asyncio.to_thread(broker.start)
+    try:
+        def get(path: str) -> tuple[int, Any]:
+            try:
+                with urllib.request.urlopen(f"{broker.url}{path}", timeout=5) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
+        status, body = await asyncio.to_thread(get, "/readyz")
+        assert status == 503
+        assert "STS GetCallerIdentity" in body["problems"][0]
+        status, body = await asyncio.to_thread(get, "/2015-03-31/functions")
+        assert status == 503
+        deadline = asyncio.get_running_loop().time() + 60
+        while not any(d.get("event") == "startup_waiting" for d in broker.log_lines()):
+            assert asyncio.get_running_loop().time() < deadline, "the wait for STS is not logged"
+            await asyncio.sleep(0.5)
+    finally:
+        code = await asyncio.to_thread(broker.stop)
+    assert code is not None
