@@ -216,11 +216,16 @@ class App:
         assert self._sources is not None
         assert self._aws is not None
         waiting = "the account id from STS GetCallerIdentity (account_id is empty)"
-        holding = await server.hold(api_socket, waiting)
         try:
-            account = await self._sources.when_reachable(waiting, self._aws.caller_account)
-        finally:
-            await holding.cleanup()
+            account = await self._aws.caller_account(attempts=1)
+        except BrokerError as exc:
+            if not exc.retryable:
+                raise
+            holding = await server.hold(api_socket, waiting)  # only while it has to wait
+            try:
+                account = await self._sources.when_reachable(waiting, self._aws.caller_account)
+            finally:
+                await holding.cleanup()
         self.config.broker.account_id = account
         log.info("account_discovered", account_id=account, source="sts:GetCallerIdentity")
 

@@ -136,10 +136,10 @@ class AwsClients:
         self._pools: dict[str, HttpPool] = {}  # the lean calls' connections, per endpoint
         self._max_connections = max_pool_connections
 
-    async def caller_account(self) -> str:
+    async def caller_account(self, attempts: int = 5) -> str:
         """The account of the broker's credentials (STS GetCallerIdentity): the one its ARNs name
         when the config leaves ``account_id`` empty."""
-        identity = await call((await self.client("sts")).get_caller_identity)
+        identity = await call((await self.client("sts")).get_caller_identity, attempts=attempts)
         return str(identity["Account"])
 
     async def client(self, service: str, endpoint_url: str | None = None) -> Any:
