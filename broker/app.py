@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from broker import __version__, demo, redis_client
+from broker import __version__, account, demo, redis_client
 from broker.api import concurrency as concurrency_api
 from broker.api import functions as functions_api
 from broker.api import health, mappings, server
@@ -33,21 +33,23 @@ from broker.arns import source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
-from broker.aws import AwsClients, call
+from broker.aws import AwsClients
 from broker.clock import Clock, SystemClock
 from broker.concurrency.reservations import Reservations
 from broker.concurrency.semaphore import Permits
+from broker.config.changes import changes
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
 from broker.control.follower import RegistryFollower
 from broker.control.registry import MappingRegistry
 from broker.control.service import MappingService
+from broker.destinations.lambda_route import LambdaDestinations
 from broker.destinations.sender import DestinationSender
 from broker.embedded import start_embedded_aws, start_embedded_redis
-from broker.errors import BrokerError
+from broker.errors import BrokerError, StartupError
 from broker.function_factory import FunctionFactory
 from broker.invoking.base import Function
-from broker.observability import readiness
+from broker.observability import gauges, readiness
 from broker.observability.metrics import Metrics
 from broker.redis_pipeline import AutoPipeline
 from broker.redis_state import Heartbeat
@@ -128,7 +130,9 @@ class App:
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=None))
             stack.push_async_callback(http.close)
-            self._sender = DestinationSender(self._aws, lambda_delivery=self._deliver_to_lambda)
+            lambdas = LambdaDestinations(aws=self._aws, account=lambda: self.config.broker.account_id,
+                                         local=self._local_enqueue)
+            self._sender = DestinationSender(self._aws, lambda_delivery=lambdas.deliver)
             self._sources = SourceFactory(
                 config=lambda: self.config, aws=self._aws, redis=self._redis, pipeline=self._pipeline,
                 sender=self._sender, metrics=self.metrics, clock=self.clock, replica=self.replica_id,
@@ -137,7 +141,7 @@ class App:
             stack.callback(api_socket.close)
             self.api_port = api_socket.getsockname()[1]
             if not settings.account_id:  # left empty: the account of the broker's credentials
-                await self._discover_account(api_socket)
+                settings.account_id = await account.discover(self._aws, self._sources.when_reachable, api_socket)
             self._registry = MappingRegistry(self._redis)
             self._follower = RegistryFollower(
                 self._registry, runners=self.runners, functions=lambda: self.functions,
@@ -186,18 +190,10 @@ class App:
             self.kinds.pop(uuid_, None)
 
     async def _refresh_gauges(self) -> None:
-        """Permits in use and limits per function, and invocations waiting for an execution
-        environment, read from Redis at scrape time (all replicas)."""
-        for name, host in list(self.runtimes.items()):
-            with contextlib.suppress(BrokerError):
-                self.metrics.runtime_pending.labels(name).set(await host.pending())
-        if self._permits is None:
-            return
-        for name in list(self.functions):
-            pool = self._permits.pool(name)
-            self.metrics.permits_limit.labels(name).set(pool.limit)
-            with contextlib.suppress(BrokerError):
-                self.metrics.permits_in_use.labels(name).set(await self._permits.in_use(name))
+        permits = self._permits
+        if permits is not None:
+            await gauges.refresh(self.metrics, runtimes=self.runtimes, functions=list(self.functions),
+                                 limit=lambda name: permits.pool(name).limit, in_use=permits.in_use)
 
     async def _add_mapping(self, esm: EventSourceMapping, *, from_api: bool = False) -> None:
         kind = source_kind(esm.EventSourceArn)
@@ -209,25 +205,6 @@ class App:
         assert esm.UUID is not None
         self.runners[esm.UUID] = runner
         self.kinds[esm.UUID] = kind
-
-    async def _discover_account(self, api_socket: socket.socket) -> None:
-        """The account of the broker's credentials (STS), waited for like any AWS call at start-up;
-        meanwhile the port answers /healthz (alive) and /readyz (not ready, saying why)."""
-        assert self._sources is not None
-        assert self._aws is not None
-        waiting = "the account id from STS GetCallerIdentity (account_id is empty)"
-        try:
-            account = await self._aws.caller_account(attempts=1)
-        except BrokerError as exc:
-            if not exc.retryable:
-                raise
-            holding = await server.hold(api_socket, waiting)  # only while it has to wait
-            try:
-                account = await self._sources.when_reachable(waiting, self._aws.caller_account)
-            finally:
-                await holding.cleanup()
-        self.config.broker.account_id = account
-        log.info("account_discovered", account_id=account, source="sts:GetCallerIdentity")
 
     async def _start_api(self, api_socket: socket.socket) -> web.AppRunner:
         s = self.config.broker
@@ -342,51 +319,47 @@ class App:
     # ------------------------------------------------------------------ live reload
 
     async def _reload(self, new: Config) -> None:
-        """Apply a changed, valid config file: functions and mappings added, removed, changed,
-        enabled or disabled; streams resume from their checkpoints. Broker settings need a restart."""
-        old = self.config
-        if not new.broker.account_id:  # the account found at start still applies
-            new.broker.account_id = old.broker.account_id
+        """Apply a changed, valid config file (``config.changes`` says what changed). A function that
+        cannot be built is left out, said in the log, and its mappings wait for the next reload."""
         self._rotate_keys(new)
-        live = {"api": {"credentials"}}  # applied without a restart
-        changed_settings = sorted(k for k, v in new.broker.model_dump(exclude=live).items()
-                                  if old.broker.model_dump(exclude=live)[k] != v)
-        if changed_settings:
-            log.warning("config_reload_restart_required", settings=changed_settings)
-        if self._auth is not None:  # the running settings keep everything but the rotated keys
-            old.broker.api.credentials = new.broker.api.credentials
-        new.broker = old.broker
-        changed_functions = {n for n in set(old.functions) | set(new.functions)
-                             if old.functions.get(n) != new.functions.get(n)}
-        old_maps = {m.UUID: m for m in old.event_source_mappings}
-        new_maps = {m.UUID: m for m in new.event_source_mappings}
-        stop = [u for u, m in old_maps.items() if u not in new_maps or m.FunctionName in changed_functions
-                or _without_enabled(m) != _without_enabled(new_maps[u])]
-        await self._stop_tasks([f"mapping:{u}" for u in stop] + [f"worker:{n}" for n in changed_functions])
-        for u in stop:
-            self.runners.pop(u or "", None)
-            self.kinds.pop(u or "", None)
+        change = changes(self.config, new)
+        if change.restart_required:
+            log.warning("config_reload_restart_required", settings=change.restart_required)
+        await self._stop_tasks([f"mapping:{u}" for u in change.stopped_mappings]
+                               + [f"worker:{n}" for n in change.functions])
+        for u in change.stopped_mappings:
+            self.runners.pop(u, None)
+            self.kinds.pop(u, None)
         self.config = new
-        for name in changed_functions:
+        for name in change.functions:
             for table in (self.functions, self.queues, self.invokables, self._workers):
                 table.pop(name, None)
-            if name in new.functions:
+            if name not in new.functions:
+                if self._factory is not None:
+                    await self._factory.remove(name)
+                continue
+            try:
                 await self._add_function(name, new.functions[name])
-                self._start_worker(name)
-            elif self._factory is not None:
-                await self._factory.remove(name)
-        for u, esm in new_maps.items():
+            except BrokerError as exc:
+                self.metrics.config_reload_failures.inc()
+                log.error("function_not_started", function=name, error=str(exc))
+                continue
+            self._start_worker(name)
+        for esm in new.event_source_mappings:
+            u = esm.UUID or ""
             if u in self.runners:
                 self.runners[u].file_changed_enabled(esm.Enabled)  # a pause made through the API survives
                 continue
             try:
+                if esm.FunctionName not in self.functions:
+                    raise StartupError(f"function {esm.FunctionName} is not running (see function_not_started)")
                 await self._add_mapping(esm)
             except BrokerError as exc:
                 log.error("mapping_not_started", mapping=u, error=str(exc))
                 continue
-            self._spawn(f"mapping:{u}", self.runners[u or ""].run())
+            self._spawn(f"mapping:{u}", self.runners[u].run())
         log.info("config_reloaded", mappings=len(self.runners), functions=len(self.functions),
-                 restarted_mappings=len(stop), changed_functions=sorted(changed_functions))
+                 restarted_mappings=len(change.stopped_mappings), changed_functions=sorted(change.functions))
 
     def _rotate_keys(self, new: Config) -> None:
         """``api.credentials`` (and the secret files they name, read by the loader) applied live."""
@@ -411,23 +384,19 @@ class App:
             for task in pending:
                 task.cancel()
 
-    async def _deliver_to_lambda(self, arn: str, event: str) -> None:
-        """A Lambda destination: this broker's own function gets the record on its async queue;
-        any other function is invoked asynchronously through the Lambda API."""
-        name = arn.split(":function:", 1)[-1].split(":", maxsplit=1)[0]
-        if name in self.queues and arn.split(":")[4] == self.config.broker.account_id:
-            await self.queues[name].enqueue(str(uuid.uuid4()), event)
+    def _local_enqueue(self, name: str) -> Callable[[str], Awaitable[None]] | None:
+        """A Lambda destination naming one of this broker's functions: its async queue."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return None
+
+        async def enqueue(event: str) -> None:
+            await queue.enqueue(str(uuid.uuid4()), event)
             self.metrics.async_events_received.labels(name).inc()
-            return
-        assert self._aws is not None
-        client = await self._aws.client("lambda")
-        await call(client.invoke, FunctionName=arn, InvocationType="Event", Payload=event.encode())
+        return enqueue
 
     async def readiness_problems(self) -> list[str]:
         synced = self._follower is not None and self._follower.synced
         return await readiness.problems(draining=self._draining, started=self.started.is_set() and synced,
                                         redis=self._redis, workers=self._workers, runners=self.runners)
 
-
-def _without_enabled(esm: EventSourceMapping) -> dict[str, Any]:
-    return esm.model_dump(exclude={"Enabled"})

@@ -22,64 +22,21 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import enum
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import structlog
 
 from broker.errors import TargetThrottled
 from broker.invoking.base import timeout_error_payload
 from broker.observability.metrics import Metrics
+from broker.runtime.environments import Environment, EnvState, Invocation
+from broker.runtime.init_failures import InitFailures
 from broker.runtime.processes import ManagedProcess
 from broker.types import InvokeContext, InvokeResult
 
 log = structlog.get_logger("broker.runtime")
-TAIL_BYTES = 4096
-
-
-class EnvState(enum.StrEnum):
-    INITIALIZING = "initializing"
-    IDLE = "idle"
-    BUSY = "busy"
-
-
-@dataclass(eq=False)
-class Invocation:
-    payload: bytes
-    ctx: InvokeContext
-    timeout: float
-    result: asyncio.Future[InvokeResult]
-    handed_at: float = 0.0
-    init_seconds: float | None = None
-    log: list[str] = field(default_factory=list)
-    tags: dict[str, object] = field(default_factory=dict)  # the caller's log context (mapping, shard, ...)
-
-    def finish(self, payload: bytes, error: str | None, now: float) -> bool:
-        if self.result.done():
-            return False
-        self.result.set_result(InvokeResult(payload, error, max(0.0, now - (self.handed_at or now)),
-                                            log=self.tail()))
-        return True
-
-    def tail(self) -> str:
-        return "".join(self.log)[-TAIL_BYTES:]
-
-
-@dataclass(eq=False)
-class Environment:
-    key: str
-    started: float
-    process: ManagedProcess | None = None  # None: external (any process that speaks the Runtime API)
-    state: EnvState = EnvState.INITIALIZING
-    current: Invocation | None = None
-    idle_since: float = 0.0
-    cold: bool = True  # its next invocation is its first
-    init_failed: bool = False
-    init_seconds: float | None = None  # how long its init took (set at its first ``next``)
-    timer: asyncio.TimerHandle | None = None
 
 
 class Dispatcher:
@@ -419,60 +376,6 @@ class Dispatcher:
     def _gauge(self) -> None:
         for state, gauge in self._m_envs.items():
             gauge.set(sum(1 for e in self.environments.values() if e.state is state))
-
-
-class InitFailures:
-    """Inits that failed in a row: a capped exponential backoff before the next environment
-    starts, and the latest error, owed to the invocation that waited for it.
-
-    While backing off with no environment ready, invocations get the latest init error at once, as
-    Lambda answers each invocation of a function whose init fails; they are never throttled.
-    """
-
-    def __init__(self, *, claim_seconds: float, base: float = 1.0, cap: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._claim_seconds = claim_seconds
-        self._base, self._cap, self._clock = base, cap, clock
-        self.streak = 0
-        self._until = 0.0
-        self._latest: bytes | None = None
-        self._owed: tuple[bytes, float] | None = None  # an error no invocation has received yet
-
-    def failed(self, body: bytes) -> float | None:
-        """Count a failure; the new backoff delay if one starts now, else None (one already runs)."""
-        now = self._clock()
-        self.streak += 1
-        self._latest = body
-        self._owed = (body, now)
-        if now < self._until:
-            return None
-        delay = min(self._cap, self._base * 2.0 ** (self.streak - 1))
-        self._until = now + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.streak, self._until, self._latest, self._owed = 0, 0.0, None, None
-
-    def backing_off(self) -> bool:
-        return self._clock() < self._until
-
-    def unclaimed(self) -> bool:
-        return self._owed is not None and self._clock() - self._owed[1] < self._claim_seconds
-
-    def paid(self) -> None:
-        """The owed error reached an invocation."""
-        self._owed = None
-
-    def claim(self, *, no_environment_ready: bool) -> bytes | None:
-        """The error an arriving invocation gets instead of waiting, if any."""
-        if self.unclaimed():
-            assert self._owed is not None
-            body, self._owed = self._owed[0], None
-            return body
-        self._owed = None
-        if no_environment_ready and self.backing_off():
-            return self._latest
-        return None
 
 
 def _error_body(error_type: str, message: str) -> bytes:

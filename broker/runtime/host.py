@@ -24,7 +24,8 @@ from aiohttp import web
 
 from broker.errors import StartupError
 from broker.observability.metrics import Metrics
-from broker.runtime.dispatch import Dispatcher, Environment
+from broker.runtime.dispatch import Dispatcher
+from broker.runtime.environments import Environment
 from broker.runtime.processes import ManagedProcess, lambda_environment
 from broker.runtime.shared import SharedQueue
 from broker.types import InvokeContext, InvokeResult

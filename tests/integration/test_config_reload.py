@@ -55,3 +55,29 @@ async def test_changed_function_and_removed_mapping(aws: Aws, broker: BrokerRunn
         await aws.send(queue, "nobody reads this")
         await asyncio.sleep(1.5)
     assert target.bodies() == ["after change"]
+
+
+async def test_a_reload_with_a_broken_handler_keeps_the_broker_up(aws: Aws, broker: BrokerRunner,
+                                                                  target: RecordingTarget) -> None:
+    """A reload that names a Handler that cannot be imported leaves that function out (logged and
+    counted) while everything else runs on; fixing the file brings it back."""
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    from tests.conftest import metric  # noqa: PLC0415
+
+    queue = await aws.create_queue("steady", VisibilityTimeout=30)
+    m = {"FunctionName": "f", "EventSourceArn": queue_arn("steady")}
+    functions = function(target)
+    with capture_logs() as logs:
+        async with broker.run(functions, [m], **FAST) as app:
+            broken = {**functions, "g": {"Target": {"Handler": "no_such_module_anywhere:handler"}}}
+            broker.write_config(broken, [m], **FAST)
+            await wait_until(lambda: any(e["event"] == "function_not_started" for e in logs), timeout=15)
+            assert metric(app, "broker_config_reload_failures_total") == 1
+            await aws.send(queue, "still flowing")
+            await target.wait_for(lambda calls: "still flowing" in target.bodies())
+            fixed = {**functions, "g": {"Target": {"Url": target.url}}}
+            broker.write_config(fixed, [m], **FAST)
+            await wait_until(lambda: "g" in app.functions, timeout=15)
+    refusal = next(e for e in logs if e["event"] == "function_not_started")
+    assert refusal["error"].startswith("functions.g.Target.Handler: cannot import no_such_module_anywhere")
