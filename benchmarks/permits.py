@@ -17,7 +17,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from broker.clock import SystemClock
-from broker.concurrency.semaphore import Permits, Pool
+from broker.concurrency.permits import Permits, Pool
 from broker.embedded import RedisServer
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from broker.embedded import RedisServer
-from broker.redis_pipeline import AutoPipeline
+from broker.redis.pipeline import AutoPipeline
 
 DOC = "x" * 300
 

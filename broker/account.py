@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from broker.api import server
-from broker.aws import AwsClients
+from broker.aws.clients import AwsClients
 from broker.errors import BrokerError
 
 log = structlog.get_logger("broker.app")

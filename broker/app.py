@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from broker import __version__, account, demo, redis_client
+from broker import __version__, account, demo
 from broker.api import concurrency as concurrency_api
 from broker.api import functions as functions_api
 from broker.api import health, mappings, server
@@ -33,10 +33,10 @@ from broker.arns import source_kind
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncSettings, AsyncWorker
-from broker.aws import AwsClients
+from broker.aws.clients import AwsClients
 from broker.clock import Clock, SystemClock
+from broker.concurrency.permits import Permits
 from broker.concurrency.reservations import Reservations
-from broker.concurrency.semaphore import Permits
 from broker.config.changes import changes
 from broker.config.models import Config, EventSourceMapping, FunctionConfig
 from broker.config.watch import ConfigWatcher
@@ -48,15 +48,16 @@ from broker.destinations.sender import DestinationSender
 from broker.embedded import start_embedded_aws, start_embedded_redis
 from broker.errors import BrokerError, StartupError
 from broker.function_factory import FunctionFactory
-from broker.invoking.base import Function
+from broker.invoking.function import Function
 from broker.observability import gauges, readiness
 from broker.observability.metrics import Metrics
-from broker.redis_pipeline import AutoPipeline
-from broker.redis_state import Heartbeat
+from broker.redis import client as redis_client
+from broker.redis.pipeline import AutoPipeline
+from broker.redis.state import Heartbeat
 from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
 from broker.sources.mapping import MappingRunner, Source
-from broker.sources.shard_reader import PrefetchBudget
+from broker.sources.streams.types import PrefetchBudget
 from broker.types import SourceKind
 
 log = structlog.get_logger("broker.app")

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from broker.aws import AwsClients, call
+from broker.aws.clients import AwsClients, call
 from broker.clock import Clock
 from broker.config.models import LocalProducer, LocalResources
 from broker.errors import AwsError

@@ -4,7 +4,7 @@
     ├── ConfigError                  bad config file; carries every issue with its path
     ├── StartupError                 the world does not match the config (queue missing, timeout > visibility)
     ├── ReservationRefused           a reserved concurrency would leave the account under 100 unreserved
-    ├── StateStoreError              Redis failed (translated in redis_state.py); retryable
+    ├── StateStoreError              Redis failed (translated in redis/state.py); retryable
     │   └── StateLost                Redis answered without the broker's keys (flush, stale failover)
     ├── AwsError                     an AWS call failed (translated once, in aws.py)
     │   └── AwsThrottled             throttled / limit exceeded / transient service fault (retryable)

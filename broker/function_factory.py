@@ -14,14 +14,14 @@ import aiohttp
 import structlog
 
 from broker.arns import function_arn
-from broker.aws import AwsClients
+from broker.aws.clients import AwsClients
 from broker.clock import Clock
-from broker.concurrency.semaphore import Permits
+from broker.concurrency.permits import Permits
 from broker.config import preflight
 from broker.config.models import Config, FunctionConfig
 from broker.errors import StartupError
 from broker.invoking.aws_lambda import LambdaInvoker
-from broker.invoking.base import Function, Invoker
+from broker.invoking.function import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics

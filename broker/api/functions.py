@@ -17,7 +17,7 @@ from broker.api.bodies import parse_json
 from broker.api.errors import aws_error, store_guarded
 from broker.arns import resolve_name
 from broker.config.models import FunctionConfig
-from broker.redis_state import translated
+from broker.redis.state import translated
 
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
 _MAX_ITEMS = 50

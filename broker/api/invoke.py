@@ -20,9 +20,9 @@ from broker.api.errors import aws_error
 from broker.arns import resolve_name
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
-from broker.concurrency.semaphore import ACCOUNT_REASON, RESERVED_REASON
+from broker.concurrency.permits import ACCOUNT_REASON, RESERVED_REASON
 from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
-from broker.invoking.base import Function
+from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
 
 SYNC_LIMIT = 6 * 1024 * 1024

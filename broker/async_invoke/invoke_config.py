@@ -21,7 +21,7 @@ import structlog
 from broker.clock import Clock
 from broker.config.models import EventInvokeConfigSpec
 from broker.errors import BrokerError
-from broker.redis_state import translated
+from broker.redis.state import translated
 
 log = structlog.get_logger("broker.async")
 FIELDS = ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig")

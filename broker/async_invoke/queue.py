@@ -22,8 +22,8 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateStoreError
-from broker.redis_pipeline import AutoPipeline, ScriptBatch
-from broker.redis_state import lua, translated
+from broker.redis.pipeline import AutoPipeline, ScriptBatch
+from broker.redis.state import lua, translated
 
 GROUP = "workers"
 

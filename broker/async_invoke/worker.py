@@ -30,10 +30,10 @@ from broker.async_invoke.queue import AsyncEvent, AsyncQueue
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.config.models import FunctionConfig
-from broker.destinations.records import async_record
+from broker.destinations.failure_records import async_record
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError, InvokeError, StateLost
-from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
+from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 
 log = structlog.get_logger("broker.async")

@@ -16,11 +16,11 @@ from typing import Any
 
 import structlog
 
-from broker.concurrency.semaphore import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Pool
+from broker.concurrency.permits import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_REASON, Pool
 from broker.config.models import FunctionConfig
 from broker.config.rules import MIN_UNRESERVED_CONCURRENCY
 from broker.errors import BrokerError, ReservationRefused
-from broker.redis_state import translated
+from broker.redis.state import translated
 
 log = structlog.get_logger("broker.permits")
 KEY = "{broker}:reserved-concurrency"

@@ -11,13 +11,13 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
-from broker import redis_client
 from broker.arns import is_fifo, parse_arn, source_kind
 from broker.batching.filtering import FilterPatternError, compile_pattern
 from broker.config import wording
 from broker.config.models import Config, EventSourceMapping
 from broker.errors import ConfigError, ConfigIssue
 from broker.redaction import redact_url
+from broker.redis import client as redis_client
 from broker.types import SourceKind
 
 _STREAM_ONLY = (

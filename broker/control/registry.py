@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from broker.redis_state import translated
+from broker.redis.state import translated
 
 KEY = "{broker}:mappings"
 PAUSES = "{broker}:mapping-enabled"  # file mapping UUID -> {"enabled": bool, "file": the file's value then}

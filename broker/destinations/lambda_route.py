@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from broker.arns import parse_arn, resolve_name
-from broker.aws import AwsClients, call
+from broker.aws.clients import AwsClients, call
 
 Enqueue = Callable[[str], Awaitable[None]]
 

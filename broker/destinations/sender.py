@@ -1,6 +1,6 @@
 """Deliver a record (a JSON document) to a destination ARN: SQS, SNS, S3, EventBridge.
 
-Errors are ``errors.py`` errors (translated in ``aws.py``); callers retry and count.
+Errors are ``errors.py`` errors (translated in ``aws/clients.py``); callers retry and count.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.arns import parse_arn
-from broker.aws import AwsClients, call
+from broker.aws.clients import AwsClients, call
 from broker.errors import AwsError
 
 LambdaDelivery = Callable[[str, str], Awaitable[None]]  # (function ARN, event JSON): invoke asynchronously

@@ -16,7 +16,7 @@ import time
 import aiohttp
 
 from broker.errors import TargetThrottled, TargetUnreachable
-from broker.invoking.base import timeout_error_payload
+from broker.invoking.function import timeout_error_payload
 from broker.types import InvokeContext, InvokeResult
 
 _THROTTLE_STATUSES = frozenset({429, 503})

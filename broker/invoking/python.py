@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import StartupError
-from broker.invoking.base import timeout_error_payload
+from broker.invoking.function import timeout_error_payload
 from broker.types import InvokeContext, InvokeResult
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import structlog
 
 from broker.errors import TargetThrottled
-from broker.invoking.base import timeout_error_payload
+from broker.invoking.function import timeout_error_payload
 from broker.observability.metrics import Metrics
 from broker.runtime.environments import Environment, EnvState, Invocation
 from broker.runtime.init_failures import InitFailures

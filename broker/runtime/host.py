@@ -24,10 +24,10 @@ from aiohttp import web
 
 from broker.errors import StartupError
 from broker.observability.metrics import Metrics
+from broker.runtime.bridge import ReplicaBridge
 from broker.runtime.dispatch import Dispatcher
 from broker.runtime.environments import Environment
 from broker.runtime.processes import ManagedProcess, lambda_environment
-from broker.runtime.shared import SharedQueue
 from broker.types import InvokeContext, InvokeResult
 
 log = structlog.get_logger("broker.runtime")
@@ -56,7 +56,7 @@ class RuntimeHost:
                                      provisioned=provisioned, idle_seconds=idle_seconds, init_timeout=init_timeout,
                                      start_process=self._start_process if self._command else None)
         # With a shared port, environments may connect to any replica: invocations go through Redis.
-        self._shared = SharedQueue(redis, function=function, replica=replica, dispatcher=self.dispatcher,
+        self._bridge = ReplicaBridge(redis, function=function, replica=replica, dispatcher=self.dispatcher,
                                    init_timeout=init_timeout) if api_port is not None and redis is not None else None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,12 +93,12 @@ class RuntimeHost:
                      note="external environments: AWS_LAMBDA_RUNTIME_API=<this host>:<port>")
         self.dispatcher.start()
         self._spawn(self._retire_loop())
-        if self._shared is not None:
-            self._spawn(self._shared.run())
+        if self._bridge is not None:
+            self._spawn(self._bridge.run())
 
     async def aclose(self) -> None:
-        if self._shared is not None:
-            self._shared.stop()
+        if self._bridge is not None:
+            self._bridge.stop()
         await self.dispatcher.aclose()
         for task in list(self._tasks):
             task.cancel()
@@ -108,19 +108,19 @@ class RuntimeHost:
     async def pending(self) -> int:
         """Invocations waiting for an environment: every replica's (the shared Redis queue) for a
         function with a shared port, else this replica's."""
-        if self._shared is not None:
-            return await self._shared.depth()
+        if self._bridge is not None:
+            return await self._bridge.depth()
         return self.dispatcher.pending
 
     async def invoke(self, payload: bytes, ctx: InvokeContext, limit_seconds: float) -> InvokeResult:
         """The ``Invoker`` protocol: run once in one of this function's environments (of any replica,
         for a function with a shared port)."""
-        if self._shared is not None:
+        if self._bridge is not None:
             failure = self.dispatcher.init_failure()
             if failure is not None:  # this replica's environments fail their init: the runtime's error
                 return InvokeResult(failure, "Unhandled")
             self.dispatcher.want_environment()
-            return await self._shared.invoke(payload, ctx, limit_seconds)
+            return await self._bridge.invoke(payload, ctx, limit_seconds)
         return await self.dispatcher.invoke(payload, ctx, limit_seconds)
 
     # ------------------------------------------------------------------ managed environments

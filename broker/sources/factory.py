@@ -12,24 +12,24 @@ from typing import Any, TypeVar
 import structlog
 
 from broker.arns import parse_arn, source_kind
-from broker.aws import AwsClients, call
+from broker.aws.clients import AwsClients, call
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.config import wording
 from broker.config.models import Config, EventSourceMapping
 from broker.destinations.sender import DestinationSender
 from broker.errors import AwsError, BrokerError, StartupError
-from broker.invoking.base import Function
+from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
-from broker.sources.checkpoints import CheckpointStore
-from broker.sources.dynamodb_streams import DynamoDBStreamsService
-from broker.sources.kinesis import KinesisService
-from broker.sources.leases import LeaseTable
 from broker.sources.mapping import Source
-from broker.sources.shard_reader import PrefetchBudget, StreamSettings
-from broker.sources.sqs import SqsMapping, SqsSettings
-from broker.sources.streams import StreamService
-from broker.sources.supervisor import StreamMapping
+from broker.sources.sqs.mapping import SqsMapping, SqsSettings
+from broker.sources.streams.checkpoints import CheckpointStore
+from broker.sources.streams.dynamodb import DynamoDBStreamsService
+from broker.sources.streams.kinesis import KinesisService
+from broker.sources.streams.leases import LeaseTable
+from broker.sources.streams.service import StreamService
+from broker.sources.streams.supervisor import ShardSupervisor
+from broker.sources.streams.types import PrefetchBudget, StreamSettings
 from broker.types import SourceKind
 
 log = structlog.get_logger("broker.app")
@@ -115,7 +115,7 @@ class SourceFactory:
                                       arn=await self._local_stream_arn(esm.EventSourceArn), region=s.region,
                                       lean=await self._lean("dynamodbstreams"))
 
-    async def _stream(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> StreamMapping:
+    async def _stream(self, esm: EventSourceMapping, function: Function, kind: SourceKind) -> ShardSupervisor:
         assert esm.UUID is not None
         s = self._config().broker
         service = await self._stream_service(esm, kind)
@@ -124,7 +124,7 @@ class SourceFactory:
             await self.when_reachable(f"stream {esm.EventSourceArn}", service.shards)
         except AwsError as exc:
             raise self._missing(esm, kind, exc) from exc
-        return StreamMapping(
+        return ShardSupervisor(
             esm=esm, function=function, service=service,
             checkpoints=CheckpointStore(self._redis, esm.UUID, self._pipeline),
             leases=LeaseTable(self._redis, esm.UUID, self._replica, s.lease_ttl_seconds), sender=self._sender,

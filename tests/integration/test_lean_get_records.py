@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from broker.aws import RAW, AwsClients, call, keep_raw_json
+from broker.aws.clients import RAW, AwsClients, call, keep_raw_json
 from broker.embedded import free_port
 from broker.errors import AwsError, AwsThrottled
 from tests.servers import Aws, Kinesalite, put_records, wait_active

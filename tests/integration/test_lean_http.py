@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from broker.aws import AwsClients, call
-from broker.aws_lean import RAW
+from broker.aws.clients import AwsClients, call
+from broker.aws.lean import RAW
+from broker.aws.lean_http import HttpPool
 from broker.errors import AwsThrottled
-from broker.lean_http import HttpPool
 
 OK = b'{"Records":[],"NextShardIterator":"next","MillisBehindLatest":0}'
 Handler = Callable[[int, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from broker.sources.checkpoints import CheckpointStore
-from broker.sources.leases import LeaseTable
+from broker.sources.streams.checkpoints import CheckpointStore
+from broker.sources.streams.leases import LeaseTable
 
 
 async def test_one_holder_at_a_time_and_epochs_fence(redis: Any) -> None:

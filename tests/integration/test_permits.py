@@ -20,7 +20,7 @@ import yaml
 from aiohttp import web
 
 from broker.clock import SystemClock
-from broker.concurrency.semaphore import RESERVED_REASON, PermitLost, Permits, Pool
+from broker.concurrency.permits import RESERVED_REASON, PermitLost, Permits, Pool
 from broker.embedded import RedisServer, free_port, wait_for_port
 from broker.errors import TargetThrottled
 from tests.conftest import broker_settings

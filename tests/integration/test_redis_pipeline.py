@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from broker.embedded import free_port
-from broker.redis_pipeline import AutoPipeline
+from broker.redis.pipeline import AutoPipeline
 
 
 @pytest.fixture(params=[True, False], ids=["direct", "redis-py-pipeline"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.aws import AwsClients
+from broker.aws.clients import AwsClients
 
 
 @pytest.mark.parametrize("service", ["kinesis", "sqs"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.batching.checkpoints import CheckpointTracker
+from broker.batching.checkpoint_tracker import CheckpointTracker
 
 
 def test_out_of_order_completion_waits_for_the_gap() -> None:

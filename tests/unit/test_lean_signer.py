@@ -11,7 +11,7 @@ from botocore import auth as botocore_auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from broker.aws_lean import JsonPostSigner
+from broker.aws.lean import JsonPostSigner
 
 CASES = [
     ("kinesis", "Kinesis_20131202.GetRecords", "1.1", "http://127.0.0.1:4567", "127.0.0.1:4567"),

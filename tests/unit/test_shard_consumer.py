@@ -11,12 +11,13 @@ import pytest
 
 from broker.clock import SystemClock
 from broker.errors import AwsError
-from broker.invoking.base import Function
+from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
-from broker.sources.checkpoints import SHARD_END
-from broker.sources.shard_consumer import ShardConsumer, ShutdownReason
-from broker.sources.shard_reader import PrefetchBudget, StreamMappingSpec, StreamSettings, idle_pause
-from broker.sources.streams import ReadResult
+from broker.sources.streams.checkpoints import SHARD_END
+from broker.sources.streams.service import ReadResult
+from broker.sources.streams.shard_consumer import ShardConsumer, ShutdownReason
+from broker.sources.streams.shard_reader import idle_pause
+from broker.sources.streams.types import PrefetchBudget, StreamMappingSpec, StreamSettings
 from broker.types import InvokeContext, InvokeResult, ShardInfo, SourceKind, StreamRecord
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from botocore.auth import SigV4Auth
 from botocore.exceptions import ClientError
 
-from broker.lean_http import HttpPool
+from broker.aws.lean_http import HttpPool
 
 RAW = "Raw"
 _dumps = json.JSONEncoder(separators=(",", ":")).encode

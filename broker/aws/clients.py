@@ -29,9 +29,9 @@ from tenacity import (
     wait_random,
 )
 
-from broker.aws_lean import RAW, LeanJsonCall
+from broker.aws.lean import RAW, LeanJsonCall
+from broker.aws.lean_http import HttpPool
 from broker.errors import AwsError, AwsThrottled, BrokerError
-from broker.lean_http import HttpPool
 
 __all__ = ["RAW", "AwsClients", "call", "keep_raw_json", "translate"]  # RAW: the key of a raw JSON answer
 

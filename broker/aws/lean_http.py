@@ -1,4 +1,4 @@
-"""Keep-alive HTTP/1.1 connections to one origin, for the lean AWS call (``aws_lean.py``).
+"""Keep-alive HTTP/1.1 connections to one origin, for the lean AWS call (``aws/lean.py``).
 
 An idle stream shard costs one GetRecords a second, and a broker holds thousands of them: aiohttp's
 client spent ~150 µs of Python per request on features this call never uses (cookies, redirects,

@@ -36,7 +36,7 @@ _RESULT_TTL_MS = 300_000
 _BLOCK_SECONDS = 1
 
 
-class SharedQueue:
+class ReplicaBridge:
     def __init__(self, redis: Any, *, function: str, replica: str, dispatcher: Dispatcher, init_timeout: float) -> None:
         tag = f"{{broker:fn:{function}}}"
         self._redis = redis

@@ -8,11 +8,11 @@ import datetime as dt
 import json
 from typing import Any
 
-from broker.aws import call, keep_raw_json
-from broker.aws_lean import RAW
+from broker.aws.clients import call, keep_raw_json
+from broker.aws.lean import RAW
 from broker.batching.filtering import decode_json_object
-from broker.sources.records import kinesis_record
-from broker.sources.streams import ReadResult
+from broker.sources.streams.records import kinesis_record
+from broker.sources.streams.service import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from broker.aws import call
+from broker.aws.clients import call
 from broker.clock import Clock
 from broker.errors import BrokerError
 from broker.types import SqsMessage

@@ -31,8 +31,8 @@ from redis.exceptions import RedisError
 
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
-from broker.redis_pipeline import AutoPipeline, ScriptBatch
-from broker.redis_state import lua, translated
+from broker.redis.pipeline import AutoPipeline, ScriptBatch
+from broker.redis.state import lua, translated
 
 log = structlog.get_logger("broker.permits")
 ACCOUNT_POOL = "{broker:account}:permits"

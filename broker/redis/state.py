@@ -1,5 +1,5 @@
 """Redis plumbing: the one boundary where redis-py errors become ``StateStoreError``, the Lua
-script loader, the state marker and the replica heartbeat (batching lives in redis_pipeline.py)."""
+script loader, the state marker and the replica heartbeat (batching lives in redis/pipeline.py)."""
 
 from __future__ import annotations
 

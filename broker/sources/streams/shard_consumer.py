@@ -30,18 +30,19 @@ from collections.abc import Callable
 
 import structlog
 
-from broker.batching.checkpoints import CheckpointTracker
+from broker.batching.checkpoint_tracker import CheckpointTracker
 from broker.clock import Clock
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
-from broker.invoking.base import Function
+from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
-from broker.sources.batch_resolver import BatchResolver, Stopped
-from broker.sources.checkpoints import SHARD_END, CheckpointStore
-from broker.sources.leases import Fence
-from broker.sources.shard_reader import Lane, PrefetchBudget, ShardReader, StreamMappingSpec, StreamSettings
-from broker.sources.streams import StreamService
-from broker.sources.windows import Window, window_start
+from broker.sources.streams.batch_resolver import BatchResolver, Stopped
+from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore
+from broker.sources.streams.leases import Fence
+from broker.sources.streams.service import StreamService
+from broker.sources.streams.shard_reader import ShardReader
+from broker.sources.streams.types import Lane, PrefetchBudget, StreamMappingSpec, StreamSettings
+from broker.sources.streams.windows import Window, window_start
 from broker.types import ShardInfo, StreamRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker.redis_state import lua, translated
+from broker.redis.state import lua, translated
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class LeaseTable:
         self._redis = redis
         self.replica = replica
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._acquire = redis.register_script(lua("broker.sources", "lease_acquire.lua"))
-        self._renew = redis.register_script(lua("broker.sources", "lease_renew.lua"))
-        self._release = redis.register_script(lua("broker.sources", "lease_release.lua"))
-        self._beat = redis.register_script(lua("broker.sources", "replica_beat.lua"))
+        self._acquire = redis.register_script(lua("broker.sources.streams", "lease_acquire.lua"))
+        self._renew = redis.register_script(lua("broker.sources.streams", "lease_renew.lua"))
+        self._release = redis.register_script(lua("broker.sources.streams", "lease_release.lua"))
+        self._beat = redis.register_script(lua("broker.sources.streams", "replica_beat.lua"))
 
     @staticmethod
     @translated

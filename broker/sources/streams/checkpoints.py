@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.redis_pipeline import AutoPipeline
-from broker.redis_state import lua, translated
-from broker.sources.leases import Fence
+from broker.redis.pipeline import AutoPipeline
+from broker.redis.state import lua, translated
+from broker.sources.streams.leases import Fence
 
 SHARD_END = "SHARD_END"
 
@@ -33,8 +33,8 @@ class CheckpointStore:
         self._checkpoints = f"{tag}:checkpoints"
         self._meta = f"{tag}:meta"
         self._lease_keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
-        self._fenced_put = redis.register_script(lua("broker.sources", "checkpoint_put.lua"))
-        self._prune = redis.register_script(lua("broker.sources", "prune.lua"))
+        self._fenced_put = redis.register_script(lua("broker.sources.streams", "checkpoint_put.lua"))
+        self._prune = redis.register_script(lua("broker.sources.streams", "prune.lua"))
 
     @translated
     async def get(self, shard_id: str) -> str | None:

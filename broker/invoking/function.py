@@ -11,7 +11,7 @@ import uuid
 from typing import Protocol
 
 from broker.clock import Clock
-from broker.concurrency.semaphore import UNCONTENDED, Grant, PermitLost, Permits
+from broker.concurrency.permits import UNCONTENDED, Grant, PermitLost, Permits
 from broker.errors import TargetThrottled, TargetUnreachable
 from broker.observability.metrics import Metrics
 from broker.types import InvokeContext, InvokeResult

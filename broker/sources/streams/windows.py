@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.destinations.records import iso_s
+from broker.destinations.failure_records import iso_s
 from broker.types import StreamRecord
 
 MAX_STATE_BYTES = 1024 * 1024

@@ -26,14 +26,14 @@ import structlog
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
-from broker.destinations.records import response_context, s3_failure_key, stream_failure_record
+from broker.destinations.failure_records import response_context, s3_failure_key, stream_failure_record
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
-from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
+from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
-from broker.sources.shard_reader import Lane, StreamMappingSpec, StreamSettings
-from broker.sources.streams import StreamService
-from broker.sources.windows import Window, response_state, state_too_large
+from broker.sources.streams.service import StreamService
+from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
+from broker.sources.streams.windows import Window, response_state, state_too_large
 from broker.types import InvokeResult, StreamRecord
 
 log = structlog.get_logger("broker.streams")

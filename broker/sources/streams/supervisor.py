@@ -19,13 +19,13 @@ from broker.clock import Clock
 from broker.config.models import EventSourceMapping
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError, describe, only_broker_errors
-from broker.invoking.base import Function
+from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
-from broker.sources.checkpoints import SHARD_END, CheckpointStore
-from broker.sources.leases import Fence, LeaseTable
-from broker.sources.shard_consumer import ShardConsumer, ShutdownReason
-from broker.sources.shard_reader import PrefetchBudget, StreamMappingSpec, StreamSettings
-from broker.sources.streams import StreamService
+from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore
+from broker.sources.streams.leases import Fence, LeaseTable
+from broker.sources.streams.service import StreamService
+from broker.sources.streams.shard_consumer import ShardConsumer, ShutdownReason
+from broker.sources.streams.types import PrefetchBudget, StreamMappingSpec, StreamSettings
 from broker.types import ShardInfo
 
 log = structlog.get_logger("broker.streams")
@@ -51,7 +51,7 @@ def mapping_spec(esm: EventSourceMapping, data_key: str) -> StreamMappingSpec:
         tumbling_window_seconds=esm.TumblingWindowInSeconds or 0)
 
 
-class StreamMapping:
+class ShardSupervisor:
     """All shard consumers of one Kinesis or DynamoDB Streams mapping in this replica.
 
     Replicas share the shards through leases: each tick (a third of the lease TTL) a replica

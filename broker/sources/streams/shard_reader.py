@@ -10,23 +10,21 @@ interval (or slower, doubling up to ``idle_poll_max_seconds``), a replica's idle
 from __future__ import annotations
 
 import asyncio
-import collections
 import random
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from broker.batching.checkpoints import CheckpointTracker
+from broker.batching.checkpoint_tracker import CheckpointTracker
 from broker.batching.filtering import RecordFilter
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.errors import BrokerError
 from broker.observability.metrics import Metrics
-from broker.sources.streams import StreamService
-from broker.sources.windows import Window
+from broker.sources.streams.service import StreamService
+from broker.sources.streams.types import Lane, PrefetchBudget, StreamSettings
 from broker.types import ShardInfo, SourceKind, StreamRecord
 
 # Prefetch bound in bytes per shard: large records (up to 1 MB each in Kinesis) must not let two
@@ -34,79 +32,6 @@ from broker.types import ShardInfo, SourceKind, StreamRecord
 PREFETCH_MAX_BYTES = 8 * 1024 * 1024
 IDLE_GRID_SECONDS = 0.05
 log = structlog.get_logger("broker.streams")
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    poll_interval_seconds: float = 1.0
-    idle_poll_max_seconds: float = 0.0  # > poll interval: an idle shard's polls slow down to this
-    min_read_interval_seconds: float = 0.2  # Kinesis allows 5 GetRecords per second per shard
-    backoff_base_seconds: float = 1.0
-    backoff_max_seconds: float = 300.0
-    window_close_seconds: float = 120.0  # a tumbling window with no later record closes this long after its end
-
-
-@dataclass(frozen=True)
-class StreamMappingSpec:
-    """What a shard consumer needs of its mapping."""
-
-    uuid: str
-    batch_size: int
-    window_seconds: float
-    parallelization: int
-    max_retry_attempts: int  # -1: forever
-    max_record_age_seconds: int  # -1: forever
-    bisect: bool
-    report_batch_item_failures: bool
-    destination: str | None
-    starting_position: str
-    starting_timestamp: float | None
-    filter: RecordFilter | None
-    tumbling_window_seconds: int = 0
-
-
-class PrefetchBudget:
-    """Bytes of records read ahead and not yet handled, across all shard consumers of a replica, so
-    that many shards behind a slow function cannot hold more than ``limit`` between them. A shard
-    with nothing buffered may always read, so every shard keeps moving."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.used = 0
-        self._freed = asyncio.Event()
-
-    def take(self, size: int) -> None:
-        self.used += size
-
-    def give(self, size: int) -> None:
-        self.used -= size
-        self._freed.set()
-
-    @property
-    def exhausted(self) -> bool:
-        return self.used >= self.limit
-
-    async def freed(self) -> None:
-        self._freed.clear()
-        await self._freed.wait()
-
-
-@dataclass
-class Lane:
-    """Records of some keys waiting for their batches, in order."""
-
-    items: collections.deque[StreamRecord] = field(default_factory=collections.deque)
-    closed: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    window: Window | None = None  # the open tumbling window (TumblingWindowInSeconds > 0)
-
-    def put(self, record: StreamRecord) -> None:
-        self.items.append(record)
-        self.changed.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.changed.set()
 
 
 def idle_pause(settings: StreamSettings, empty_reads: int) -> float:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.aws import call, keep_raw_json
-from broker.aws_lean import RAW
-from broker.sources.records import dynamodb_record
-from broker.sources.streams import ReadResult
+from broker.aws.clients import call, keep_raw_json
+from broker.aws.lean import RAW
+from broker.sources.streams.records import dynamodb_record
+from broker.sources.streams.service import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode

@@ -47,10 +47,10 @@ from broker.batching.policies import backoff_delay
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
 from broker.errors import BrokerError, InvokeError, TargetThrottled
-from broker.invoking.base import PERMIT_WAIT_SECONDS, Function
+from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
-from broker.sources.records import sqs_record
-from broker.sources.sqs_queue import MAX_RECEIVE, SqsQueue
+from broker.sources.sqs.queue import MAX_RECEIVE, SqsQueue
+from broker.sources.sqs.records import sqs_record
 from broker.types import InvokeResult, SqsMessage
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024

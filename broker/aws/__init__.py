@@ -1,0 +1,1 @@
+"""AWS: the clients, the botocore error boundary, and the lean GetRecords path."""

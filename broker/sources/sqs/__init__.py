@@ -1,0 +1,1 @@
+"""SQS mappings: the pollers and the queue calls."""
