@@ -17,6 +17,7 @@ from broker.api.bodies import parse_json
 from broker.api.errors import aws_error, store_guarded
 from broker.arns import resolve_name
 from broker.config.models import FunctionConfig
+from broker.redis import keys
 from broker.redis.state import translated
 
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
@@ -170,7 +171,7 @@ class _Api:
         return web.Response(status=204)
 
     def _key(self, name: str) -> str:
-        return f"{{broker:fn:{name}}}:tags"
+        return keys.tags(name)
 
     @translated
     async def _tags(self, name: str) -> dict[str, str]:

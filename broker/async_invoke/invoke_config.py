@@ -21,6 +21,7 @@ import structlog
 from broker.clock import Clock
 from broker.config.models import EventInvokeConfigSpec
 from broker.errors import BrokerError
+from broker.redis import keys
 from broker.redis.state import translated
 
 log = structlog.get_logger("broker.async")
@@ -47,7 +48,7 @@ class InvokeConfigStore:
     def __init__(self, redis: Any, function: str, file_config: EventInvokeConfigSpec | None, *,
                  clock: Clock, loaded_at: float) -> None:
         self._redis = redis
-        self.key = f"{{broker:fn:{function}}}:invoke-config"
+        self.key = keys.invoke_config(function)
         self._clock = clock
         self._file = (StoredConfig(file_config.model_dump(exclude_unset=True, exclude_none=True), loaded_at)
                       if file_config is not None else None)

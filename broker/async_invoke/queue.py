@@ -19,11 +19,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
-
-from broker.errors import StateStoreError
+from broker.redis import keys
 from broker.redis.pipeline import AutoPipeline, ScriptBatch
-from broker.redis.state import lua, translated
+from broker.redis.state import create_group, lua, translated
 
 GROUP = "workers"
 
@@ -64,9 +62,8 @@ class AsyncQueue:
     def __init__(self, redis: Any, function: str, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
         self._pipeline = pipeline or AutoPipeline(redis)  # concurrent enqueues and finishes share round trips
-        tag = f"{{broker:fn:{function}}}"
-        self.stream = f"{tag}:events"
-        self.delayed = f"{tag}:delayed"
+        self.stream = keys.async_events(function)
+        self.delayed = keys.async_delayed(function)
         self._schedule = redis.register_script(lua("broker.async_invoke", "schedule.lua"))
         self._promote = redis.register_script(lua("broker.async_invoke", "promote.lua"))
         self._finish = ScriptBatch(self._pipeline, redis.register_script(lua("broker.async_invoke", "finish.lua")))
@@ -75,15 +72,7 @@ class AsyncQueue:
     async def ensure_group(self) -> bool:
         """Create the consumer group (from the stream's start: nothing queued is skipped); True if it
         had to be created, False if it was there."""
-        try:
-            await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise StateStoreError(f"redis: {exc}") from exc
-            return False
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
-        return True
+        return await create_group(self._redis, self.stream, GROUP)
 
     @translated
     async def enqueue(self, request_id: str, payload: str) -> str:

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
+from broker.redis import keys
 from broker.redis.pipeline import AutoPipeline, ScriptBatch
-from broker.redis.state import lua, translated
+from broker.redis.state import guarded, lua, translated
 
 log = structlog.get_logger("broker.permits")
-ACCOUNT_POOL = "{broker:account}:permits"
+ACCOUNT_POOL = keys.ACCOUNT_PERMITS
 RESERVED_REASON = "ReservedFunctionConcurrentInvocationLimitExceeded"
 ACCOUNT_REASON = "ConcurrentInvocationLimitExceeded"
 _WAIT_TTL_MS = 5000
@@ -103,10 +103,7 @@ class Permits:
             raise TargetThrottled(f"{function}: concurrency is 0", reason=pool.reason)
         self._holds += 1
         holder = f"{self._holder_prefix}{self._holds}"
-        try:
-            grant = await self._take(function, pool, holder, wait_seconds)
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        grant = await guarded(self._take(function, pool, holder, wait_seconds))
         task = asyncio.current_task()
         assert task is not None
         state = _Holding()
@@ -163,8 +160,8 @@ class Permits:
             await asyncio.wait_for(event.wait(), seconds)
 
     async def _give_back(self, pool: Pool, holder: str) -> None:
-        with contextlib.suppress(RedisError, OSError):  # an unreleased permit expires with its TTL
-            await self._release(pool.keys, [holder])
+        with contextlib.suppress(StateStoreError):  # an unreleased permit expires with its TTL
+            await guarded(self._release(pool.keys, [holder]))
         event = self._freed.pop(pool.key, None)
         if event is not None:
             event.set()  # waiters of this replica ask again now
@@ -174,8 +171,8 @@ class Permits:
         (a flag as well as the cancellation: redis-py can swallow a cancellation)."""
         while not state.done:
             try:
-                renewed = await self._renew(keys=[pool.key], args=[holder, self._ttl_ms])
-            except (RedisError, OSError) as exc:  # Redis away: keep trying until the TTL decides
+                renewed = await guarded(self._renew(keys=[pool.key], args=[holder, self._ttl_ms]))
+            except StateStoreError as exc:  # Redis away: keep trying until the TTL decides
                 log.warning("permit_renewal_failed", error=str(exc))
                 renewed = True
             if not renewed and not state.done:

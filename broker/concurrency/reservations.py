@@ -20,10 +20,11 @@ from broker.concurrency.permits import ACCOUNT_POOL, ACCOUNT_REASON, RESERVED_RE
 from broker.config.models import FunctionConfig
 from broker.config.rules import MIN_UNRESERVED_CONCURRENCY
 from broker.errors import BrokerError, ReservationRefused
+from broker.redis import keys
 from broker.redis.state import translated
 
 log = structlog.get_logger("broker.permits")
-KEY = "{broker}:reserved-concurrency"
+KEY = keys.RESERVED_CONCURRENCY
 _NONE = "none"
 
 
@@ -59,7 +60,7 @@ class Reservations:
     def _pool(self, function: str) -> Pool:
         reserved = self.reserved(function)
         if reserved is not None:
-            return Pool(f"{{broker:fn:{function}}}:permits", reserved, RESERVED_REASON)
+            return Pool(keys.function_permits(function), reserved, RESERVED_REASON)
         return Pool(ACCOUNT_POOL, self.unreserved(), ACCOUNT_REASON)
 
     def unreserved(self, without: str | None = None) -> int:

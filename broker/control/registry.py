@@ -15,10 +15,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.redis import keys
 from broker.redis.state import translated
 
-KEY = "{broker}:mappings"
-PAUSES = "{broker}:mapping-enabled"  # file mapping UUID -> {"enabled": bool, "file": the file's value then}
+KEY = keys.MAPPINGS
+PAUSES = keys.MAPPING_ENABLED  # file mapping UUID -> {"enabled": bool, "file": the file's value then}
 
 
 @dataclass(frozen=True)

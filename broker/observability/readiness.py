@@ -7,9 +7,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from broker.errors import BrokerError
+from broker.errors import BrokerError, StateStoreError
+from broker.redis.state import guarded
 
 
 async def problems(*, draining: bool, started: bool, redis: Any, workers: Mapping[str, Any],
@@ -22,9 +21,9 @@ async def problems(*, draining: bool, started: bool, redis: Any, workers: Mappin
     if redis is not None:
         try:
             async with asyncio.timeout(2):
-                await redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            found.append(f"redis: {exc.__class__.__name__}: {exc}")
+                await guarded(redis.ping())
+        except (StateStoreError, TimeoutError) as exc:
+            found.append(str(exc) if isinstance(exc, StateStoreError) else f"redis: TimeoutError: {exc}")
     found += [f"async: consumer group of {name} not joined" for name, worker in workers.items() if not worker.ready]
     return found + await _aws_problems(runners)
 

@@ -14,6 +14,7 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateLost, StateStoreError
+from broker.redis import keys
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -27,6 +28,28 @@ def state_error(exc: RedisError | OSError) -> StateStoreError:
     if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
         return StateLost(f"redis: {exc}")
     return StateStoreError(f"redis: {type(exc).__name__}: {exc}")
+
+
+async def guarded(call: Awaitable[T]) -> T:
+    """Await one Redis call; its Redis and socket errors become StateStoreError."""
+    try:
+        return await call
+    except (RedisError, OSError) as exc:
+        raise state_error(exc) from exc
+
+
+async def create_group(redis: Any, stream: str, group: str) -> bool:
+    """A consumer group from the stream's start (nothing queued is skipped), the stream made if
+    missing; True if it had to be created, False if it was there."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise state_error(exc) from exc
+        return False
+    except (RedisError, OSError) as exc:
+        raise state_error(exc) from exc
+    return True
 
 
 def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -45,7 +68,7 @@ class StateMarker:
     writes): one key, written once by whichever replica comes first, and compared by every
     replica on each heartbeat. Gone, or replaced by another replica's, means lost."""
 
-    KEY = "{broker}:state"
+    KEY = keys.STATE
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
@@ -70,7 +93,7 @@ class Heartbeat:
     def __init__(self, redis: Any, *, replica: str, version: str, started: float, interval: float,
                  mappings: Callable[[], Sequence[str]], on_lost: Callable[[], None]) -> None:
         self._redis = redis
-        self._key = f"{{broker}}:replica:{replica}"
+        self._key = keys.replica(replica)
         self._fields = {"replica": replica, "version": version, "started": started}
         self._ttl_ms = int(interval * 3000)
         self._mappings = mappings

@@ -25,9 +25,10 @@ import time
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from broker.errors import StateStoreError, TargetThrottled, TargetUnreachable
+from broker.redis import keys
+from broker.redis.state import guarded
 from broker.runtime.dispatch import Dispatcher
 from broker.types import InvokeContext, InvokeResult
 
@@ -38,10 +39,9 @@ _BLOCK_SECONDS = 1
 
 class ReplicaBridge:
     def __init__(self, redis: Any, *, function: str, replica: str, dispatcher: Dispatcher, init_timeout: float) -> None:
-        tag = f"{{broker:fn:{function}}}"
         self._redis = redis
-        self._queue = f"{tag}:rt:queue"
-        self._results_prefix = f"{tag}:rt:results:"
+        self._function = function
+        self._queue = keys.runtime_queue(function)
         self._replica = replica
         self._dispatcher = dispatcher
         self._init_timeout = init_timeout
@@ -53,19 +53,18 @@ class ReplicaBridge:
         document = json.dumps({"request_id": ctx.request_id, "payload": base64.b64encode(payload).decode(),
                                "function_arn": ctx.function_arn, "function_name": ctx.function_name,
                                "timeout": limit_seconds, "trace_id": ctx.trace_id, "client_context": ctx.client_context,
-                               "reply_to": self._replica})
+                               "reply_to": self._replica,
+                               "tags": {k: v for k, v in structlog.contextvars.get_contextvars().items()
+                                        if isinstance(v, str | int | float)}})
         future: asyncio.Future[InvokeResult] = asyncio.get_running_loop().create_future()
         self._waiting[ctx.request_id] = future
         try:
-            try:
-                await self._redis.rpush(self._queue, document)
-            except (RedisError, OSError) as exc:
-                raise StateStoreError(f"redis: {exc}") from exc
+            await guarded(self._redis.rpush(self._queue, document))
             try:
                 return await asyncio.wait_for(asyncio.shield(future), self._init_timeout + limit_seconds + 2)
             except TimeoutError:
-                with contextlib.suppress(RedisError, OSError):
-                    if await self._redis.lrem(self._queue, 1, document):
+                with contextlib.suppress(StateStoreError):
+                    if await guarded(self._redis.lrem(self._queue, 1, document)):
                         raise TargetThrottled(f"{ctx.function_name}: no execution environment took the invocation",
                                               reason="NoExecutionEnvironment") from None
                 raise TargetUnreachable(f"{ctx.function_name}: the environment that took invocation {ctx.request_id} "
@@ -83,18 +82,15 @@ class ReplicaBridge:
         self._stopped.set()
 
     async def depth(self) -> int:
-        try:
-            return int(await self._redis.llen(self._queue))
-        except (RedisError, OSError) as exc:
-            raise StateStoreError(f"redis: {exc}") from exc
+        return int(await guarded(self._redis.llen(self._queue)))
 
     async def _bridge(self) -> None:
         while not self._stopped.is_set():
             if not await self._dispatcher.wait_for_idle(1.0):
                 continue
             try:
-                reply = await self._redis.blpop([self._queue], timeout=_BLOCK_SECONDS)
-            except (RedisError, OSError) as exc:
+                reply = await guarded(self._redis.blpop([self._queue], timeout=_BLOCK_SECONDS))
+            except StateStoreError as exc:
                 log.warning("runtime_queue_unavailable", error=str(exc))
                 await asyncio.sleep(1.0)
                 continue
@@ -111,26 +107,27 @@ class ReplicaBridge:
                             int((time.time() + doc["timeout"]) * 1000), doc.get("trace_id") or "",
                             doc.get("client_context"))
         try:
-            result = await self._dispatcher.invoke(base64.b64decode(doc["payload"]), ctx, doc["timeout"])
+            with structlog.contextvars.bound_contextvars(**doc.get("tags", {})):  # the caller's log tags
+                result = await self._dispatcher.invoke(base64.b64decode(doc["payload"]), ctx, doc["timeout"])
         except TargetThrottled:  # no environment of this replica took it after all: back to the head
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.lpush(self._queue, raw)
+            with contextlib.suppress(StateStoreError):
+                await guarded(self._redis.lpush(self._queue, raw))
             return
         answer = json.dumps({"request_id": ctx.request_id, "payload": base64.b64encode(result.payload).decode(),
                              "error": result.function_error, "duration": result.duration_seconds, "log": result.log})
-        key = self._results_prefix + doc["reply_to"]
+        key = keys.runtime_results(self._function, doc["reply_to"])
         try:
-            await self._redis.rpush(key, answer)
-            await self._redis.pexpire(key, _RESULT_TTL_MS)
-        except (RedisError, OSError) as exc:
+            await guarded(self._redis.rpush(key, answer))
+            await guarded(self._redis.pexpire(key, _RESULT_TTL_MS))
+        except StateStoreError as exc:
             log.warning("runtime_result_lost", request_id=ctx.request_id, error=str(exc))
 
     async def _read_results(self) -> None:
-        key = self._results_prefix + self._replica
+        key = keys.runtime_results(self._function, self._replica)
         while not self._stopped.is_set():
             try:
-                reply = await self._redis.blpop([key], timeout=_BLOCK_SECONDS)
-            except (RedisError, OSError) as exc:
+                reply = await guarded(self._redis.blpop([key], timeout=_BLOCK_SECONDS))
+            except StateStoreError as exc:
                 log.warning("runtime_results_unavailable", error=str(exc))
                 await asyncio.sleep(1.0)
                 continue

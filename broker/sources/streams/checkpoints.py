@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from broker.redis import keys
 from broker.redis.pipeline import AutoPipeline
 from broker.redis.state import lua, translated
 from broker.sources.streams.leases import Fence
@@ -29,10 +30,9 @@ class CheckpointStore:
     def __init__(self, redis: Any, mapping_uuid: str, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
         self._pipeline = pipeline or AutoPipeline(redis)  # every shard's checkpoint writes share round trips
-        tag = f"{{broker:esm:{mapping_uuid}}}"
-        self._checkpoints = f"{tag}:checkpoints"
-        self._meta = f"{tag}:meta"
-        self._lease_keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
+        self._checkpoints = keys.checkpoints(mapping_uuid)
+        self._meta = keys.mapping_meta(mapping_uuid)
+        self._lease_keys = keys.leases(mapping_uuid)
         self._fenced_put = redis.register_script(lua("broker.sources.streams", "checkpoint_put.lua"))
         self._prune = redis.register_script(lua("broker.sources.streams", "prune.lua"))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from broker.redis import keys
 from broker.redis.state import lua, translated
 
 
@@ -28,9 +29,8 @@ class Fence:
 
 class LeaseTable:
     def __init__(self, redis: Any, mapping_uuid: str, replica: str, ttl_seconds: float) -> None:
-        tag = f"{{broker:esm:{mapping_uuid}}}"
-        self.keys = [f"{tag}:lease_owner", f"{tag}:lease_expiry", f"{tag}:lease_epoch"]
-        self._replicas = f"{tag}:replicas"
+        self.keys = keys.leases(mapping_uuid)
+        self._replicas = keys.mapping_replicas(mapping_uuid)
         self._redis = redis
         self.replica = replica
         self._ttl_ms = int(ttl_seconds * 1000)
