@@ -99,6 +99,7 @@ class App:
         self.control: MappingService | None = None
         self._follower: RegistryFollower | None = None
         self._auth: SigV4 | None = None
+        self.http_app: web.Application | None = None  # the API, once built
 
     def request_stop(self) -> None:
         """Begin graceful shutdown (SIGTERM)."""
@@ -226,6 +227,7 @@ class App:
         app.add_routes(functions_api.routes(lambda: self.config.functions, self.reservations.reserved, self._redis,
                                             region=s.region, account=s.account_id,
                                             started=self._started_at))
+        self.http_app = app
         runner = await server.listen(app, api_socket)
         log.info("api_listening", host=s.api.host, port=self.api_port, version=__version__)
         return runner

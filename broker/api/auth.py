@@ -33,47 +33,17 @@ from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 from broker.api.errors import aws_error
+from broker.api.routes import action_of, is_open
 from broker.arns import resolve_name
 from broker.clock import Clock
 from broker.observability.metrics import Metrics
 
 log = structlog.get_logger("broker.api")
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_SKEW = timedelta(minutes=5)
 _AUTH = re.compile(r"^AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
                    r"\s*Signature=(?P<sig>[0-9a-f]{64})\s*$")
 _BAD_SIGNATURE = ("The request signature we calculated does not match the signature you provided. Check your "
                   "AWS Secret Access Key and signing method. Consult the service documentation for details.")
-
-# (method, route template) -> the IAM action Lambda checks for it
-ACTIONS: dict[tuple[str, str], str] = {
-    ("POST", "/2015-03-31/functions/{name}/invocations"): "lambda:InvokeFunction",
-    ("GET", "/2015-03-31/event-source-mappings"): "lambda:ListEventSourceMappings",
-    ("GET", "/2015-03-31/event-source-mappings/"): "lambda:ListEventSourceMappings",
-    ("POST", "/2015-03-31/event-source-mappings"): "lambda:CreateEventSourceMapping",
-    ("POST", "/2015-03-31/event-source-mappings/"): "lambda:CreateEventSourceMapping",
-    ("GET", "/2015-03-31/event-source-mappings/{uuid}"): "lambda:GetEventSourceMapping",
-    ("PUT", "/2015-03-31/event-source-mappings/{uuid}"): "lambda:UpdateEventSourceMapping",
-    ("DELETE", "/2015-03-31/event-source-mappings/{uuid}"): "lambda:DeleteEventSourceMapping",
-    ("PUT", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:PutFunctionEventInvokeConfig",
-    ("POST", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:UpdateFunctionEventInvokeConfig",
-    ("GET", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:GetFunctionEventInvokeConfig",
-    ("DELETE", "/2019-09-25/functions/{name}/event-invoke-config"): "lambda:DeleteFunctionEventInvokeConfig",
-    ("GET", "/2019-09-25/functions/{name}/event-invoke-config/list"): "lambda:ListFunctionEventInvokeConfigs",
-    ("PUT", "/2017-10-31/functions/{name}/concurrency"): "lambda:PutFunctionConcurrency",
-    ("DELETE", "/2017-10-31/functions/{name}/concurrency"): "lambda:DeleteFunctionConcurrency",
-    ("GET", "/2019-09-30/functions/{name}/concurrency"): "lambda:GetFunctionConcurrency",
-    ("GET", "/2016-08-19/account-settings"): "lambda:GetAccountSettings",
-    ("GET", "/2016-08-19/account-settings/"): "lambda:GetAccountSettings",
-    ("GET", "/2015-03-31/functions"): "lambda:ListFunctions",
-    ("GET", "/2015-03-31/functions/"): "lambda:ListFunctions",
-    ("GET", "/2015-03-31/functions/{name}"): "lambda:GetFunction",
-    ("GET", "/2015-03-31/functions/{name}/configuration"): "lambda:GetFunctionConfiguration",
-    ("GET", "/2017-03-31/tags/{arn}"): "lambda:ListTags",
-    ("POST", "/2017-03-31/tags/{arn}"): "lambda:TagResource",
-    ("DELETE", "/2017-03-31/tags/{arn}"): "lambda:UntagResource",
-}
-
 
 @dataclass(frozen=True)
 class Key:
@@ -128,15 +98,20 @@ class SigV4:
     @web.middleware
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path in PUBLIC:
+        declared = request.match_info.handler
+        if is_open(declared):
             return await handler(request)
         route = _template(request)
         key, refusal = await self._authenticate(request, route)
         if refusal is not None:
             return refusal
         assert key is not None
-        action = ACTIONS.get((request.method, route))
-        if action is not None:
+        if request.match_info.http_exception is None:  # a route of ours (else Lambda's 404/405 follows)
+            action = action_of(declared)
+            if action is None:  # a route that declared no action is refused, never served unchecked
+                log.error("route_without_action", route=route, method=request.method)
+                return self._fail("denied", key.access_key_id, request, route, aws_error(
+                    403, "AccessDeniedException", f"No IAM action is declared for {request.method} {route}"))
             resource = self._resource(request, route)
             if not key.allows(action, resource):
                 return self._fail("denied", key.access_key_id, request, route, aws_error(

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from broker.api.bodies import parse_json
 from broker.api.errors import Handler, aws_error, store_guarded
+from broker.api.routes import needs
 from broker.arns import resolve_name
 from broker.concurrency.reservations import Reservations
 from broker.errors import ReservationRefused
@@ -35,11 +36,12 @@ class _Api:
         def g(handler: Handler) -> Handler:
             return store_guarded(handler, "concurrency store")
         return [
-            web.put("/2017-10-31/functions/{name}/concurrency", g(self.put)),
-            web.delete("/2017-10-31/functions/{name}/concurrency", g(self.delete)),
-            web.get("/2019-09-30/functions/{name}/concurrency", g(self.get)),
-            web.get("/2016-08-19/account-settings", g(self.account_settings)),
-            web.get("/2016-08-19/account-settings/", g(self.account_settings)),
+            web.put("/2017-10-31/functions/{name}/concurrency", needs("lambda:PutFunctionConcurrency", g(self.put))),
+            web.delete("/2017-10-31/functions/{name}/concurrency",
+                       needs("lambda:DeleteFunctionConcurrency", g(self.delete))),
+            web.get("/2019-09-30/functions/{name}/concurrency", needs("lambda:GetFunctionConcurrency", g(self.get))),
+            web.get("/2016-08-19/account-settings", needs("lambda:GetAccountSettings", g(self.account_settings))),
+            web.get("/2016-08-19/account-settings/", needs("lambda:GetAccountSettings", g(self.account_settings))),
         ]
 
     def _function(self, request: web.Request) -> tuple[str, web.Response | None]:

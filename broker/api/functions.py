@@ -15,6 +15,7 @@ from aiohttp import web
 from broker import redaction
 from broker.api.bodies import parse_json
 from broker.api.errors import aws_error, store_guarded
+from broker.api.routes import needs
 from broker.arns import resolve_name
 from broker.config.models import FunctionConfig
 from broker.redis import keys
@@ -79,13 +80,14 @@ class _Api:
     def routes(self) -> list[web.RouteDef]:
         g = store_guarded
         return [
-            web.get("/2015-03-31/functions", self.list_functions),
-            web.get("/2015-03-31/functions/", self.list_functions),
-            web.get("/2015-03-31/functions/{name}", g(self.get_function, "tag store")),
-            web.get("/2015-03-31/functions/{name}/configuration", self.get_configuration),
-            web.get("/2017-03-31/tags/{arn}", g(self.list_tags, "tag store")),
-            web.post("/2017-03-31/tags/{arn}", g(self.tag, "tag store")),
-            web.delete("/2017-03-31/tags/{arn}", g(self.untag, "tag store")),
+            web.get("/2015-03-31/functions", needs("lambda:ListFunctions", self.list_functions)),
+            web.get("/2015-03-31/functions/", needs("lambda:ListFunctions", self.list_functions)),
+            web.get("/2015-03-31/functions/{name}", needs("lambda:GetFunction", g(self.get_function, "tag store"))),
+            web.get("/2015-03-31/functions/{name}/configuration",
+                    needs("lambda:GetFunctionConfiguration", self.get_configuration)),
+            web.get("/2017-03-31/tags/{arn}", needs("lambda:ListTags", g(self.list_tags, "tag store"))),
+            web.post("/2017-03-31/tags/{arn}", needs("lambda:TagResource", g(self.tag, "tag store"))),
+            web.delete("/2017-03-31/tags/{arn}", needs("lambda:UntagResource", g(self.untag, "tag store"))),
         ]
 
     def _arn(self, name: str) -> str:

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from broker.api.routes import open_route
+
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
 
 
@@ -28,4 +30,5 @@ def routes(registry: CollectorRegistry, readiness: ReadinessCheck,
         return web.Response(body=generate_latest(registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    return [web.get("/healthz", open_route(healthz)), web.get("/readyz", open_route(readyz)),
+            web.get("/metrics", open_route(metrics))]

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from broker.api.bodies import BodyError, parse_json
 from broker.api.errors import aws_error
+from broker.api.routes import needs
 from broker.arns import resolve_name
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
@@ -109,7 +110,7 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
         counter.inc()
         return web.Response(status=202, headers={"X-Amzn-RequestId": request_id})
 
-    return [web.post("/2015-03-31/functions/{name}/invocations", invoke)]
+    return [web.post("/2015-03-31/functions/{name}/invocations", needs("lambda:InvokeFunction", invoke))]
 
 
 def _throttled(reason: str, retry_after: float | None) -> web.Response:

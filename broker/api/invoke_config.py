@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from broker.api.bodies import parse_json
 from broker.api.errors import Handler, aws_error, store_guarded
 from broker.api.invoke import Invokable
+from broker.api.routes import needs
 from broker.arns import is_fifo, parse_arn, resolve_name
 from broker.async_invoke.invoke_config import FIELDS, StoredConfig
 from broker.config.models import EventInvokeConfigSpec
@@ -110,8 +111,11 @@ class _Api:
     def routes(self) -> list[web.RouteDef]:
         def g(handler: Handler) -> Handler:
             return store_guarded(handler, "config store")
-        return [web.put(_PATH, g(self.put)), web.post(_PATH, g(self.update)), web.get(_PATH, g(self.get)),
-                web.delete(_PATH, g(self.delete)), web.get(_PATH + "/list", g(self.list_configs))]
+        return [web.put(_PATH, needs("lambda:PutFunctionEventInvokeConfig", g(self.put))),
+                web.post(_PATH, needs("lambda:UpdateFunctionEventInvokeConfig", g(self.update))),
+                web.get(_PATH, needs("lambda:GetFunctionEventInvokeConfig", g(self.get))),
+                web.delete(_PATH, needs("lambda:DeleteFunctionEventInvokeConfig", g(self.delete))),
+                web.get(_PATH + "/list", needs("lambda:ListFunctionEventInvokeConfigs", g(self.list_configs)))]
 
     def _target(self, request: web.Request) -> tuple[str, Invokable | None]:
         name, qualifier = resolve_name(request.match_info["name"], self._account)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from broker.api.bodies import parse_json
 from broker.api.errors import aws_error, store_guarded
+from broker.api.routes import needs
 from broker.arns import resolve_name, source_kind
 from broker.config.models import EventSourceMapping
 from broker.control.service import Known, MappingService
@@ -82,13 +83,13 @@ class _Api:
     def routes(self) -> list[web.RouteDef]:
         g = functools.partial(store_guarded, store="mapping registry")
         return [
-            web.get(_PREFIX, g(self.list_mappings)),
-            web.get(_PREFIX + "/", g(self.list_mappings)),
-            web.get(_PREFIX + "/{uuid}", g(self.get_mapping)),
-            web.put(_PREFIX + "/{uuid}", g(self.update_mapping)),
-            web.post(_PREFIX, g(self.create_mapping)),
-            web.post(_PREFIX + "/", g(self.create_mapping)),
-            web.delete(_PREFIX + "/{uuid}", g(self.delete_mapping)),
+            web.get(_PREFIX, needs("lambda:ListEventSourceMappings", g(self.list_mappings))),
+            web.get(_PREFIX + "/", needs("lambda:ListEventSourceMappings", g(self.list_mappings))),
+            web.get(_PREFIX + "/{uuid}", needs("lambda:GetEventSourceMapping", g(self.get_mapping))),
+            web.put(_PREFIX + "/{uuid}", needs("lambda:UpdateEventSourceMapping", g(self.update_mapping))),
+            web.post(_PREFIX, needs("lambda:CreateEventSourceMapping", g(self.create_mapping))),
+            web.post(_PREFIX + "/", needs("lambda:CreateEventSourceMapping", g(self.create_mapping))),
+            web.delete(_PREFIX + "/{uuid}", needs("lambda:DeleteEventSourceMapping", g(self.delete_mapping))),
         ]
 
     def _show(self, r: MappingRunner) -> dict[str, Any]:

@@ -186,3 +186,20 @@ async def test_keys_rotate_on_a_running_broker(broker: BrokerRunner, target: Rec
     assert rotations[0]["removed"] == ["ops"]
     assert rotations[-1]["changed"] == ["producer"]
     assert not [e for e in logs if e["event"] == "config_reload_restart_required"]
+
+
+async def test_every_route_declares_its_iam_action(broker: BrokerRunner, target: RecordingTarget,
+                                                    tmp_path: Path) -> None:
+    """Each route of the API says which IAM action it needs (or that it is open) where it is
+    registered; a route that said nothing would be refused by the middleware, and fails here first."""
+    from broker.api.routes import action_of, is_open  # noqa: PLC0415
+
+    async with broker.run(_functions(target), [], api=_api(tmp_path)) as app:
+        assert app.http_app is not None
+        routes = [r for r in app.http_app.router.routes() if r.method != "HEAD"]
+    undeclared = [(r.method, r.resource.canonical) for r in routes
+                  if r.resource is not None and action_of(r.handler) is None and not is_open(r.handler)]
+    assert len(routes) >= 25
+    assert undeclared == []
+    open_paths = sorted(r.resource.canonical for r in routes if r.resource is not None and is_open(r.handler))
+    assert open_paths == ["/healthz", "/metrics", "/readyz"]
