@@ -48,8 +48,12 @@ def is_fifo(arn_text: str) -> bool:
     return arn_text.endswith(".fifo")
 
 
-def function_arn(region: str, account: str, name: str) -> str:
-    return f"arn:aws:lambda:{region}:{account}:function:{name}"
+def function_arn(region: str, account: str, name: str, qualifier: str | None = None) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+
+
+def mapping_arn(region: str, account: str, uuid: str) -> str:
+    return f"arn:aws:lambda:{region}:{account}:event-source-mapping:{uuid}"
 
 
 def resolve_name(raw: str, account: str = "") -> tuple[str, str | None]:

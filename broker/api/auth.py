@@ -33,8 +33,8 @@ from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 from broker.api.errors import aws_error
-from broker.api.routes import action_of, is_open
-from broker.arns import resolve_name
+from broker.api.routes import action_of, is_open, template
+from broker.arns import function_arn, mapping_arn, resolve_name
 from broker.clock import Clock
 from broker.observability.metrics import Metrics
 
@@ -101,7 +101,7 @@ class SigV4:
         declared = request.match_info.handler
         if is_open(declared):
             return await handler(request)
-        route = _template(request)
+        route = template(request)
         key, refusal = await self._authenticate(request, route)
         if refusal is not None:
             return refusal
@@ -190,14 +190,12 @@ class SigV4:
         return str(signer.signature(signer.string_to_sign(aws, canonical), aws))
 
     def _resource(self, request: web.Request, route: str) -> str:
-        base = f"arn:aws:lambda:{self._region}:{self._account}"
         info = request.match_info
         if "name" in info:
             name, qualifier = resolve_name(info["name"], self._account)
-            qualifier = request.query.get("Qualifier", qualifier)
-            return f"{base}:function:{name}" + (f":{qualifier}" if qualifier else "")
+            return function_arn(self._region, self._account, name, request.query.get("Qualifier", qualifier))
         if "uuid" in info:
-            return f"{base}:event-source-mapping:{info['uuid']}"
+            return mapping_arn(self._region, self._account, info["uuid"])
         if "arn" in info:
             return info["arn"]
         return "*"
@@ -207,10 +205,3 @@ class SigV4:
         self._m_failures.labels(reason).inc()
         log.warning("auth_failed", reason=reason, access_key_id=key_id or None, method=request.method, route=route)
         return response
-
-
-def _template(request: web.Request) -> str:
-    """The route template (``/2015-03-31/functions/{name}/invocations``), never the raw path."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "(unknown route)"
-

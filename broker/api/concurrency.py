@@ -14,7 +14,7 @@ from aiohttp import web
 from broker.api.bodies import parse_json
 from broker.api.errors import Handler, aws_error, store_guarded
 from broker.api.routes import needs
-from broker.arns import resolve_name
+from broker.arns import function_arn, resolve_name
 from broker.concurrency.reservations import Reservations
 from broker.errors import ReservationRefused
 
@@ -47,7 +47,7 @@ class _Api:
     def _function(self, request: web.Request) -> tuple[str, web.Response | None]:
         name, qualifier = resolve_name(request.match_info["name"], self._account)
         qualifier = request.query.get("Qualifier", qualifier)
-        arn = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}"
+        arn = function_arn(self._region, self._account, name)
         if qualifier:  # reserved concurrency belongs to the function, never to a version or alias
             return name, aws_error(400, "InvalidParameterValueException",
                                    f"Reserved concurrency applies to the unqualified function; remove the qualifier "

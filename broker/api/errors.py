@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from broker import redaction
+from broker.api.routes import template
 from broker.errors import BrokerError
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -57,7 +58,7 @@ async def lambda_errors(request: web.Request,
                              f"Request must be smaller than {request.app._client_max_size} bytes")
         return aws_error(exc.status, "InvalidRequestContentException", exc.reason or "Bad request")
     except Exception as exc:  # a bug: never aiohttp's plain-text 500
-        log.exception("api_unexpected_error", method=request.method, route=_route(request))
+        log.exception("api_unexpected_error", method=request.method, route=template(request))
         return aws_error(500, "ServiceException", f"An internal error occurred: {type(exc).__name__}",
                          error_type="Service")
 
@@ -70,8 +71,3 @@ def _unserved_hint(path: str) -> str:
                 "config, tag and function read operations; functions are declared in the config file "
                 "(functions:) and change when it does")
     return ""
-
-
-def _route(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "(unknown route)"

@@ -16,7 +16,7 @@ from broker import redaction
 from broker.api.bodies import parse_json
 from broker.api.errors import aws_error, store_guarded
 from broker.api.routes import needs
-from broker.arns import resolve_name
+from broker.arns import function_arn, resolve_name
 from broker.config.models import FunctionConfig
 from broker.redis import keys
 from broker.redis.state import translated
@@ -33,7 +33,7 @@ def configuration(name: str, fn: FunctionConfig, *, region: str, account: str, l
         target.Runtime.Command[-1] if target.Runtime and target.Runtime.Command else None)
     out: dict[str, Any] = {
         "FunctionName": name,
-        "FunctionArn": f"arn:aws:lambda:{region}:{account}:function:{name}",
+        "FunctionArn": function_arn(region, account, name),
         "Role": fn.Role or f"arn:aws:iam::{account}:role/{name}",
         "CodeSize": 0,
         "Description": fn.Description,
@@ -91,7 +91,7 @@ class _Api:
         ]
 
     def _arn(self, name: str) -> str:
-        return f"arn:aws:lambda:{self._region}:{self._account}:function:{name}"
+        return function_arn(self._region, self._account, name)
 
     def _lookup(self, raw: str) -> tuple[str, web.Response | None]:
         name, qualifier = resolve_name(raw, self._account)

@@ -18,15 +18,16 @@ from aiohttp import web
 from broker.api.bodies import BodyError, parse_json
 from broker.api.errors import aws_error
 from broker.api.routes import needs
-from broker.arns import resolve_name
+from broker.arns import function_arn, resolve_name
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
+from broker.batching.envelope import MAX_PAYLOAD_BYTES
 from broker.concurrency.permits import ACCOUNT_REASON, RESERVED_REASON
 from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
 
-SYNC_LIMIT = 6 * 1024 * 1024
+SYNC_LIMIT = MAX_PAYLOAD_BYTES
 ASYNC_LIMIT = 1024 * 1024
 _TYPES = ("RequestResponse", "Event", "DryRun")
 _REASONS = frozenset({RESERVED_REASON, ACCOUNT_REASON})
@@ -88,7 +89,7 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
         qualifier = request.query.get("Qualifier", qualifier)
         target = functions.get(name)
         if target is None or qualifier not in (None, "$LATEST"):
-            arn = f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+            arn = function_arn(region, account, name, qualifier)
             return aws_error(404, "ResourceNotFoundException", f"Function not found: {arn}")
         kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         text = _parse(kind, await request.read())

@@ -16,7 +16,7 @@ from broker.api.bodies import parse_json
 from broker.api.errors import Handler, aws_error, store_guarded
 from broker.api.invoke import Invokable
 from broker.api.routes import needs
-from broker.arns import is_fifo, parse_arn, resolve_name
+from broker.arns import function_arn, is_fifo, parse_arn, resolve_name
 from broker.async_invoke.invoke_config import FIELDS, StoredConfig
 from broker.config.models import EventInvokeConfigSpec
 
@@ -123,7 +123,7 @@ class _Api:
         return name, self._functions.get(name) if qualifier in (None, "$LATEST") else None
 
     def _no_config(self, name: str) -> web.Response:
-        arn = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}:$LATEST"
+        arn = function_arn(self._region, self._account, name, "$LATEST")
         return aws_error(404, "ResourceNotFoundException", f"The function {arn} doesn't have an EventInvokeConfig")
 
     @staticmethod

@@ -12,7 +12,7 @@ from aiohttp import web
 from broker.api.bodies import parse_json
 from broker.api.errors import aws_error, store_guarded
 from broker.api.routes import needs
-from broker.arns import resolve_name, source_kind
+from broker.arns import function_arn, mapping_arn, resolve_name, source_kind
 from broker.config.models import EventSourceMapping
 from broker.control.service import Known, MappingService
 from broker.control.validation import Refused
@@ -32,7 +32,7 @@ def describe(runner: MappingRunner, *, region: str, account: str, kind: SourceKi
     esm = runner.esm
     out: dict[str, Any] = {
         "UUID": runner.uuid,
-        "EventSourceMappingArn": f"arn:aws:lambda:{region}:{account}:event-source-mapping:{runner.uuid}",
+        "EventSourceMappingArn": mapping_arn(region, account, runner.uuid),
         "FunctionArn": runner.function_arn,
         "EventSourceArn": esm.EventSourceArn,
         "State": runner.state,
@@ -115,7 +115,7 @@ class _Api:
 
     def _stand_in(self, known: Known, state: str) -> dict[str, Any]:
         esm = known.esm
-        function = f"arn:aws:lambda:{self._region}:{self._account}:function:{esm.FunctionName}"
+        function = function_arn(self._region, self._account, esm.FunctionName)
         runner = MappingRunner(esm, _NoSource(), function_arn=function, metrics=None, clock=None,
                                from_api=known.from_api)
         if known.last_modified is not None:
@@ -136,8 +136,7 @@ class _Api:
         if fn:
             name, qualifier = resolve_name(fn, self._account)
             if qualifier not in (None, "$LATEST") or name not in self._functions():
-                full = f"arn:aws:lambda:{self._region}:{self._account}:function:{name}" + (
-                    f":{qualifier}" if qualifier else "")
+                full = function_arn(self._region, self._account, name, qualifier)
                 return aws_error(404, "ResourceNotFoundException", f"Function not found: {full}")
         known = await self._control.catalog()
         matching = sorted((u, k) for u, k in known.items() if (not arn or k.esm.EventSourceArn == arn)
@@ -153,7 +152,7 @@ class _Api:
         assert esm.UUID is not None
         runner = self._runners.get(esm.UUID)
         if runner is None:  # not (or no longer) run here: shown from the request
-            function = f"arn:aws:lambda:{self._region}:{self._account}:function:{esm.FunctionName}"
+            function = function_arn(self._region, self._account, esm.FunctionName)
             runner = MappingRunner(esm, _NoSource(), function_arn=function, metrics=None, clock=None)
         shown = describe(runner, region=self._region, account=self._account, kind=source_kind(esm.EventSourceArn))
         return web.json_response({**shown, "State": state}, status=202)

@@ -36,3 +36,9 @@ def action_of(handler: object) -> str | None:
 
 def is_open(handler: object) -> bool:
     return getattr(handler, _OPEN, False) is True
+
+
+def template(request: web.Request) -> str:
+    """The route template (``/2015-03-31/functions/{name}/invocations``), never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unknown route)"

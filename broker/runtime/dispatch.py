@@ -31,7 +31,7 @@ import structlog
 from broker.errors import TargetThrottled
 from broker.invoking.function import timeout_error_payload
 from broker.observability.metrics import Metrics
-from broker.runtime.environments import Environment, EnvState, Invocation
+from broker.runtime.environments import Environment, EnvState, Invocation, error_body
 from broker.runtime.init_failures import InitFailures
 from broker.runtime.processes import ManagedProcess
 from broker.types import InvokeContext, InvokeResult
@@ -113,7 +113,7 @@ class Dispatcher:
     async def next(self, env: Environment, alive: Callable[[], bool]) -> Invocation | None:
         """The next invocation for ``env`` (long poll); None if the environment is gone."""
         if env.current is not None:  # asked again without answering: that invocation failed
-            self._settle(env, _error_body("Runtime.InvalidState", "the runtime asked for the next invocation "
+            self._settle(env, error_body("Runtime.InvalidState", "the runtime asked for the next invocation "
                                           "before answering this one"), "Unhandled")
         now = time.monotonic()
         if env.cold and env.state is EnvState.INITIALIZING:
@@ -162,10 +162,10 @@ class Dispatcher:
         if env.timer is not None:
             env.timer.cancel()
         if env.current is not None:
-            self._settle(env, _error_body("Runtime.ExitError", f"RequestId: {env.current.ctx.request_id} Error: "
+            self._settle(env, error_body("Runtime.ExitError", f"RequestId: {env.current.ctx.request_id} Error: "
                                           f"Runtime exited with error: exit status {code}"), "Unhandled")
         elif env.cold and not env.init_failed and not self._closed:
-            self._init_failed(_error_body("Runtime.ExitError", f"Runtime exited during init: exit status {code}"))
+            self._init_failed(error_body("Runtime.ExitError", f"Runtime exited during init: exit status {code}"))
         log.info("environment_stopped", function=self.function, environment=env.key, exit_code=code)
         self._gauge()
         if not self._closed:
@@ -225,7 +225,7 @@ class Dispatcher:
                 env.timer.cancel()
             env.current = None
         for inv in list(self._waiting):
-            inv.finish(_error_body("Runtime.Unavailable", "the broker is shutting down"), "Unhandled", time.monotonic())
+            inv.finish(error_body("Runtime.Unavailable", "the broker is shutting down"), "Unhandled", time.monotonic())
 
     def log_line(self, env: Environment, line: str) -> None:
         """A line of a managed environment's output: logged with the tags of the invocation that
@@ -376,10 +376,6 @@ class Dispatcher:
     def _gauge(self) -> None:
         for state, gauge in self._m_envs.items():
             gauge.set(sum(1 for e in self.environments.values() if e.state is state))
-
-
-def _error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
 
 
 def _error_type(body: bytes) -> str:

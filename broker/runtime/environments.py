@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 from dataclasses import dataclass, field
 
 from broker.runtime.processes import ManagedProcess
@@ -52,3 +53,8 @@ class Environment:
     init_failed: bool = False
     init_seconds: float | None = None  # how long its init took (set at its first ``next``)
     timer: asyncio.TimerHandle | None = None
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    """Lambda's error object, as a runtime posts it and an invocation answers it."""
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import os
 import socket
 import sys
@@ -22,16 +21,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from broker.batching.envelope import MAX_PAYLOAD_BYTES
 from broker.errors import StartupError
 from broker.observability.metrics import Metrics
 from broker.runtime.bridge import ReplicaBridge
 from broker.runtime.dispatch import Dispatcher
-from broker.runtime.environments import Environment
+from broker.runtime.environments import Environment, error_body
 from broker.runtime.processes import ManagedProcess, lambda_environment
 from broker.types import InvokeContext, InvokeResult
 
 log = structlog.get_logger("broker.runtime")
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # Lambda's 6 MB, with the runtime's framing allowance
+MAX_RESPONSE_BYTES = MAX_PAYLOAD_BYTES + 100  # Lambda's 6 MB, with the runtime's framing allowance
 MAX_HEADER_BYTES = 2 * 1024 * 1024  # a header line; runtime clients cap theirs at 1 MiB (XRay-Error-Cause)
 _PREFIX = "/2018-06-01/runtime"
 _RETIRE_CHECK_SECONDS = 5.0
@@ -212,7 +212,7 @@ class RuntimeHost:
         body = await request.read()
         await self._flush(request)
         if len(body) > MAX_RESPONSE_BYTES:
-            self.dispatcher.error(request_id, _body("Function.ResponseSizeTooLarge",
+            self.dispatcher.error(request_id, error_body("Function.ResponseSizeTooLarge",
                                                     f"Response payload size ({len(body)} bytes) exceeded maximum "
                                                     f"allowed payload size ({MAX_RESPONSE_BYTES - 100} bytes)."))
             return _runtime_error(413, "RequestEntityTooLarge", "the response exceeds 6 MB")
@@ -224,7 +224,7 @@ class RuntimeHost:
         request_id = request.match_info["request_id"]
         body = await request.read()
         await self._flush(request)
-        if not self.dispatcher.error(request_id, body or _body("Runtime.Unknown", "")):
+        if not self.dispatcher.error(request_id, body or error_body("Runtime.Unknown", "")):
             return _runtime_error(400, "InvalidRequestID", f"no invocation {request_id} is in flight here")
         return web.json_response({"status": "OK"}, status=202)
 
@@ -232,7 +232,7 @@ class RuntimeHost:
         body = await request.read()
         await self._flush(request)
         error_type = request.headers.get("Lambda-Runtime-Function-Error-Type", "Runtime.Unknown")
-        self.dispatcher.init_error(self._caller(request), body or _body(error_type, "init failed"))
+        self.dispatcher.init_error(self._caller(request), body or error_body(error_type, "init failed"))
         return web.json_response({"status": "OK"}, status=202)
 
 
@@ -249,10 +249,6 @@ def handler_variables(working_directory: Path) -> dict[str, str]:
 
 def _trace_id() -> str:
     return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
-
-
-def _body(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
 
 
 def _runtime_error(status: int, error_type: str, message: str) -> web.Response:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from broker.batching.envelope import ENVELOPE_BYTES, MAX_PAYLOAD_BYTES, compact, records_event
 from broker.batching.filtering import RecordFilter, decode_json_object
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
@@ -53,11 +53,8 @@ from broker.sources.sqs.queue import MAX_RECEIVE, SqsQueue
 from broker.sources.sqs.records import sqs_record
 from broker.types import InvokeResult, SqsMessage
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-_ENVELOPE_BYTES = len(b'{"Records":[]}')
 _CONTENDED_WAIT_SECONDS = 1  # idle long poll while others wait for the permit it holds
 log = structlog.get_logger("broker.sqs")
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
 
 
 @dataclass(frozen=True)
@@ -231,7 +228,7 @@ class SqsMapping:
         record = sqs_record(message, queue_arn=self._queue_arn, region=self._region)
         group = message.get("Attributes", {}).get("MessageGroupId")
         return SqsMessage(message["MessageId"], message["ReceiptHandle"], group, record,
-                          _encode(record).encode(), received_at)
+                          compact(record).encode(), received_at)
 
     async def _collect(self, carry: list[SqsMessage], *, contended: bool = False,
                        ) -> tuple[list[SqsMessage] | None, list[SqsMessage]]:
@@ -240,7 +237,7 @@ class SqsMapping:
         The window opens when the first message is in hand (an idle long poll does not count).
         While others wait for the permit held (``contended``) the idle long poll is short."""
         messages: list[SqsMessage] = []
-        size = _ENVELOPE_BYTES
+        size = ENVELOPE_BYTES
         pending = list(carry)
         deadline: float | None = None
         deep = False  # the last receive came back full: the queue has more
@@ -288,7 +285,7 @@ class SqsMapping:
             messages = await self._apply_filter(messages)
             if not messages:
                 return False
-        payload = b'{"Records":[' + b",".join(m.encoded for m in messages) + b"]}"
+        payload = records_event(m.encoded for m in messages)
         result = await self._invoke(payload, received_at, len(messages))
         if result is None:
             return True

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from broker.batching.envelope import records_event
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
 from broker.clock import Clock
@@ -151,7 +152,7 @@ class BatchResolver:
         records aged past MaximumRecordAgeInSeconds meanwhile; _Stopped on stop()."""
         window = w.lane.window
         payload = (window.event(w.records, shard_id=self._shard_id, source_arn=self._service.arn)
-                   if window else b'{"Records":[' + b",".join(r.encoded for r in w.records) + b"]}")
+                   if window else records_event(r.encoded for r in w.records))
         retry = 0
         while True:
             w.request_id = str(uuid.uuid4())
@@ -210,7 +211,7 @@ class BatchResolver:
             batch_size=len(records), stream_arn=self._service.arn)
         s3_key = None
         if destination.startswith("arn:aws:s3:"):
-            payload = b'{"Records":[' + b",".join(r.encoded for r in records) + b"]}"
+            payload = records_event(r.encoded for r in records)
             document = {**document, "payload": json.loads(payload)}
             s3_key = s3_failure_key(self._spec.uuid, self._shard_id, now)
         attempt = 0

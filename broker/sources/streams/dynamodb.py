@@ -8,11 +8,11 @@ from typing import Any
 
 from broker.aws.clients import call, keep_raw_json
 from broker.aws.lean import RAW
+from broker.batching.envelope import compact
 from broker.sources.streams.records import dynamodb_record
 from broker.sources.streams.service import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 _key_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
@@ -60,7 +60,7 @@ class DynamoDBStreamsService:
         ddb = record["dynamodb"]
         return StreamRecord(ddb["SequenceNumber"], _key_encode(ddb.get("Keys", {})),
                             float(ddb.get("ApproximateCreationDateTime", 0.0)), record,
-                            _encode(record).encode(), ddb)
+                            compact(record).encode(), ddb)
 
     def filter_view(self, record: StreamRecord) -> tuple[Any, bool]:
         return record.record["dynamodb"], True

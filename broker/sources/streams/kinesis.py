@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 from typing import Any
 
 from broker.aws.clients import call, keep_raw_json
 from broker.aws.lean import RAW
+from broker.batching.envelope import compact
 from broker.batching.filtering import decode_json_object
 from broker.sources.streams.records import kinesis_record
 from broker.sources.streams.service import ReadResult
 from broker.types import ShardInfo, SourceKind, StreamRecord
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class KinesisService:
@@ -67,7 +65,7 @@ class KinesisService:
                                 identity_arn=self._identity_arn)
         return StreamRecord(raw["SequenceNumber"], raw["PartitionKey"],
                             record["kinesis"]["approximateArrivalTimestamp"], record,
-                            _encode(record).encode(), raw["Data"])
+                            compact(record).encode(), raw["Data"])
 
     def filter_view(self, record: StreamRecord) -> tuple[Any, bool]:
         """The data as filters see it: the decoded JSON object, else the base64 text (never matches

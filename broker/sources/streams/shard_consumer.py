@@ -31,6 +31,7 @@ from collections.abc import Callable
 import structlog
 
 from broker.batching.checkpoint_tracker import CheckpointTracker
+from broker.batching.envelope import ENVELOPE_BYTES, MAX_PAYLOAD_BYTES
 from broker.clock import Clock
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
@@ -45,7 +46,6 @@ from broker.sources.streams.types import Lane, PrefetchBudget, StreamMappingSpec
 from broker.sources.streams.windows import Window, window_start
 from broker.types import ShardInfo, StreamRecord
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 log = structlog.get_logger("broker.streams")
 
 
@@ -227,7 +227,7 @@ class ShardConsumer:
                 except TimeoutError:
                     break
         batch: list[StreamRecord] = []
-        size = len(b'{"Records":[]}')
+        size = ENVELOPE_BYTES
         seconds = self._spec.tumbling_window_seconds
         while lane.items and len(batch) < self._spec.batch_size:
             nxt = lane.items[0]

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.batching.envelope import compact, records_event
 from broker.destinations.failure_records import iso_s
 from broker.types import StreamRecord
 
@@ -45,11 +46,10 @@ class Window:
 
     def event(self, records: list[StreamRecord], *, shard_id: str, source_arn: str, final: bool = False) -> bytes:
         """Lambda's TimeWindowEvent: ``Records`` then the window fields, in Lambda's order."""
-        extra = json.dumps({"window": {"start": iso_s(self.start), "end": iso_s(self.end)}, "state": self.state,
-                            "shardId": shard_id, "eventSourceARN": source_arn, "isFinalInvokeForWindow": final,
-                            "isWindowTerminatedEarly": self.terminated_early and final},
-                           separators=(",", ":"))
-        return b'{"Records":[' + b",".join(r.encoded for r in records) + b"]," + extra[1:].encode()
+        extra = compact({"window": {"start": iso_s(self.start), "end": iso_s(self.end)}, "state": self.state,
+                         "shardId": shard_id, "eventSourceARN": source_arn, "isFinalInvokeForWindow": final,
+                         "isWindowTerminatedEarly": self.terminated_early and final})
+        return records_event((r.encoded for r in records), extra[1:-1].encode())
 
 
 def response_state(payload: bytes) -> tuple[bool, Any]:
@@ -64,4 +64,4 @@ def response_state(payload: bytes) -> tuple[bool, Any]:
 
 
 def state_too_large(state: Any) -> bool:
-    return len(json.dumps(state, separators=(",", ":")).encode()) > MAX_STATE_BYTES
+    return len(compact(state).encode()) > MAX_STATE_BYTES
