@@ -1,5 +1,5 @@
-"""Inits of a function's execution environments that failed in a row (docs/design.md, "Init errors
-are owed to an invocation, and restarts back off")."""
+"""Inits of a function's execution environments that failed in a row (docs/design.md, "Decisions,
+and why": init errors are owed to an invocation, and restarts back off)."""
 
 from __future__ import annotations
 
