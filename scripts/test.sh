@@ -11,5 +11,5 @@ if [[ "${1:-}" == "--fast" ]]; then
   shift
   python -m pytest -q tests/unit "$@"
 else
-  python -m pytest -q "$@"
+  python -m pytest -q --durations=15 "$@"
 fi
