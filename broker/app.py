@@ -54,6 +54,7 @@ from broker.observability.metrics import Metrics
 from broker.redis import client as redis_client
 from broker.redis.pipeline import AutoPipeline
 from broker.redis.state import Heartbeat
+from broker.running import RunningFunction, RunningMapping, View
 from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
 from broker.sources.mapping import MappingRunner, Source
@@ -71,9 +72,15 @@ class App:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.replica_id = config.broker.replica_id or socket.gethostname()
-        self.runners: dict[str, MappingRunner] = {}
-        self.kinds: dict[str, SourceKind] = {}
-        self.functions: dict[str, Function] = {}
+        self._running_functions: dict[str, RunningFunction] = {}
+        self._running_mappings: dict[str, RunningMapping] = {}
+        fns, maps = self._running_functions, self._running_mappings
+        self.functions: View[RunningFunction, Function] = View(fns, lambda r: r.function)
+        self.queues: View[RunningFunction, AsyncQueue] = View(fns, lambda r: r.queue)
+        self.invokables: View[RunningFunction, invoke_api.Invokable] = View(fns, lambda r: r.invokable)
+        self._workers: View[RunningFunction, AsyncWorker] = View(fns, lambda r: r.worker)
+        self.runners: View[RunningMapping, MappingRunner] = View(maps, lambda r: r.runner)
+        self.kinds: View[RunningMapping, SourceKind] = View(maps, lambda r: r.kind)
         self.api_port: int | None = None
         self.started = asyncio.Event()
         self._started_at = self.clock.time()
@@ -86,9 +93,6 @@ class App:
         self._prefetch = PrefetchBudget(config.broker.stream_prefetch_max_mib * 1024 * 1024)
         self._aws: AwsClients | None = None
         self._sender: DestinationSender | None = None
-        self.queues: dict[str, AsyncQueue] = {}
-        self.invokables: dict[str, invoke_api.Invokable] = {}
-        self._workers: dict[str, AsyncWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}  # "mapping:<uuid>" / "worker:<name>" -> task
         self._group: asyncio.TaskGroup | None = None
         self._permits: Permits | None = None
@@ -188,8 +192,7 @@ class App:
     async def _drop_mapping(self, uuid_: str) -> None:
         if uuid_ in self.runners:
             await self._stop_tasks([f"mapping:{uuid_}"])
-            self.runners.pop(uuid_, None)
-            self.kinds.pop(uuid_, None)
+            self._running_mappings.pop(uuid_, None)
 
     async def _refresh_gauges(self) -> None:
         permits = self._permits
@@ -205,8 +208,7 @@ class App:
         runner = MappingRunner(esm, source, function_arn=function.arn, metrics=self.metrics,
                                clock=self.clock, from_api=from_api)
         assert esm.UUID is not None
-        self.runners[esm.UUID] = runner
-        self.kinds[esm.UUID] = kind
+        self._running_mappings[esm.UUID] = RunningMapping(runner, kind)
 
     async def _start_api(self, api_socket: socket.socket) -> web.AppRunner:
         s = self.config.broker
@@ -297,11 +299,11 @@ class App:
     async def _add_function(self, name: str, fn: FunctionConfig) -> None:
         assert self._redis is not None
         assert self._factory is not None
-        self.functions[name] = await self._factory.build(name, fn)
-        self.queues[name] = AsyncQueue(self._redis, name, self._pipeline)
+        function = await self._factory.build(name, fn)
+        queue = AsyncQueue(self._redis, name, self._pipeline)
         from_file = fn.EventInvokeConfig if "EventInvokeConfig" in fn.model_fields_set else None
         store = InvokeConfigStore(self._redis, name, from_file, clock=self.clock, loaded_at=self.clock.time())
-        self.invokables[name] = invoke_api.Invokable(self.functions[name], self.queues[name], store)
+        self._running_functions[name] = RunningFunction(function, queue, invoke_api.Invokable(function, queue, store))
 
     def _start_worker(self, name: str) -> None:
         assert self._sender is not None
@@ -311,12 +313,13 @@ class App:
                                  backoff_base_seconds=s.retry_backoff_base_seconds,
                                  backoff_max_seconds=s.retry_backoff_max_seconds, concurrency=s.async_concurrency,
                                  claim_idle_seconds=s.async_claim_idle_seconds)
-        worker = AsyncWorker(function=self.functions[name], config=self.config.functions[name],
-                             queue=self.queues[name], invoke_config=self.invokables[name].invoke_config,
+        running = self._running_functions[name]
+        worker = AsyncWorker(function=running.function, config=self.config.functions[name],
+                             queue=running.queue, invoke_config=running.invokable.invoke_config,
                              reserved=functools.partial(self.reservations.reserved, name),
                              sender=self._sender, metrics=self.metrics, clock=self.clock,
                              settings=settings, consumer=self.replica_id)
-        self._workers[name] = worker
+        running.worker = worker
         self._spawn(f"worker:{name}", worker.run())
 
     # ------------------------------------------------------------------ live reload
@@ -331,12 +334,10 @@ class App:
         await self._stop_tasks([f"mapping:{u}" for u in change.stopped_mappings]
                                + [f"worker:{n}" for n in change.functions])
         for u in change.stopped_mappings:
-            self.runners.pop(u, None)
-            self.kinds.pop(u, None)
+            self._running_mappings.pop(u, None)
         self.config = new
         for name in change.functions:
-            for table in (self.functions, self.queues, self.invokables, self._workers):
-                table.pop(name, None)
+            self._running_functions.pop(name, None)
             if name not in new.functions:
                 if self._factory is not None:
                     await self._factory.remove(name)
