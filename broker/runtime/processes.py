@@ -49,17 +49,16 @@ def lambda_environment(*, runtime_api: str, function: str, memory_mb: int, regio
     }
 
 
-class _Output(asyncio.SubprocessProtocol):
-    """The process's output, cut into lines as it is read (on the loop, synchronously): once the
+class _Output(asyncio.Protocol):
+    """The process's output pipe, cut into lines as it is read (on the loop, synchronously): once the
     pipe holds no unread byte, every line written so far has reached ``on_line``."""
 
     def __init__(self, on_line: Callable[[str], None]) -> None:
         self._on_line = on_line
         self._partial = b""
         self.closed = asyncio.get_running_loop().create_future()
-        self.exited = asyncio.get_running_loop().create_future()
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
             self._on_line(line.decode("utf-8", "replace") + "\n")
@@ -69,10 +68,15 @@ class _Output(asyncio.SubprocessProtocol):
             line, self._partial = self._partial, b""
             self._on_line(line.decode("utf-8", "replace"))
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.flush_partial()
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+class _Exit(asyncio.SubprocessProtocol):
+    def __init__(self) -> None:
+        self.exited = asyncio.get_running_loop().create_future()
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -91,7 +95,9 @@ class ManagedProcess:
         self._on_line = on_line
         self._on_exit = on_exit
         self._transport: asyncio.SubprocessTransport | None = None
+        self._exit: _Exit | None = None
         self._output: _Output | None = None
+        self._read_fd: int | None = None
         self._killed = False
 
     @property
@@ -99,20 +105,30 @@ class ManagedProcess:
         return self._transport.get_pid() if self._transport is not None else None
 
     async def run(self) -> None:
-        """Start the process, relay its output, report its exit."""
+        """Start the process, relay its output, report its exit. The output pipe is the broker's own
+        (not the event loop's), so its unread bytes can be counted on any loop (uvloop too)."""
         code: int | None = None
+        read_fd, write_fd = os.pipe()
         try:
             loop = asyncio.get_running_loop()
-            self._transport, self._output = await loop.subprocess_exec(
-                lambda: _Output(self._on_line), *self._command, env=self._env, cwd=self._cwd,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                self._transport, self._exit = await loop.subprocess_exec(
+                    _Exit, *self._command, env=self._env, cwd=self._cwd, stdin=subprocess.DEVNULL,
+                    stdout=write_fd, stderr=write_fd, start_new_session=True)
+            finally:
+                os.close(write_fd)  # the child holds its copy: the pipe ends when the process (tree) does
+            self._read_fd = read_fd
+            _, self._output = await loop.connect_read_pipe(lambda: _Output(self._on_line),
+                                                           os.fdopen(read_fd, "rb", buffering=0))
             if self._killed:
                 self.kill()
             await self._output.closed
-            await self._output.exited
+            await self._exit.exited
             code = self._transport.get_returncode()
             self._transport.close()
         except OSError as exc:
+            if self._output is None:
+                os.close(read_fd)
             log.error("environment_start_failed", environment=self.key, command=self._command[0], error=str(exc))
         finally:
             self._on_exit(code)
@@ -120,16 +136,14 @@ class ManagedProcess:
     async def flush_output(self) -> None:
         """Wait (briefly) until what the process wrote so far has been read and passed on as lines:
         a runtime prints, then posts its answer, so its lines belong to the invocation it answers."""
-        output, transport = self._output, self._transport
-        pipe = transport.get_pipe_transport(1) if transport is not None else None
-        if output is None or pipe is None:
+        output, fd = self._output, self._read_fd
+        if output is None or fd is None or output.closed.done():
             return
-        stream = pipe.get_extra_info("pipe")
         deadline = time.monotonic() + _FLUSH_LIMIT_SECONDS
-        while stream is not None and not pipe.is_closing() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
-                unread = struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-            except (OSError, ValueError):
+                unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
                 break
             if unread == 0:
                 break
@@ -146,12 +160,12 @@ class ManagedProcess:
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period."""
         self._killed = True
-        pid, output = self.pid, self._output
-        if pid is None or output is None or self._transport is None or self._transport.get_returncode() is not None:
+        pid, exit_ = self.pid, self._exit
+        if pid is None or exit_ is None or self._transport is None or self._transport.get_returncode() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(output.exited), _STOP_GRACE_SECONDS)
+            await asyncio.wait_for(asyncio.shield(exit_.exited), _STOP_GRACE_SECONDS)
         except TimeoutError:
             self.kill()

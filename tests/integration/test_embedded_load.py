@@ -30,8 +30,8 @@ async def test_a_deep_queue_on_the_embedded_emulator(tmp_path: Path) -> None:
     config = {
         "broker": {"aws_endpoint_url": "embedded", "redis_url": "embedded", "data_dir": str(tmp_path / "data"),
                    "embedded_aws_port": aws_port, "api": {"host": "127.0.0.1", "port": api_port},
-                   "log_format": "json", "drain_timeout_seconds": 25},
-        "functions": {"f": {"Target": {"Handler": "tests.handlers.batch:handler"}, "Timeout": 5,
+                   "log_format": "json", "sqs_wait_time_seconds": 2, "drain_timeout_seconds": 5},
+        "functions": {"f": {"Target": {"Handler": "tests.handlers.batch:handler"}, "Timeout": 2,
                             "Environment": {"Variables": {"RECORD_FILE": str(records), "PYTHONPATH": str(ROOT),
                                                             "RECORD_SLEEP_SECONDS": "0"}}}},
         "event_source_mappings": [{"FunctionName": "f", "EventSourceArn": QUEUE, "BatchSize": 10,
@@ -39,7 +39,7 @@ async def test_a_deep_queue_on_the_embedded_emulator(tmp_path: Path) -> None:
         "local": {"queues": [
             {"QueueName": "deep-dlq"},
             {"QueueName": "deep", "Attributes": {
-                "VisibilityTimeout": "30",
+                "VisibilityTimeout": "12",
                 "RedrivePolicy": json.dumps({"deadLetterTargetArn": DLQ, "maxReceiveCount": "2"})}}]},
     }
     path = tmp_path / "deep.yaml"

@@ -130,3 +130,27 @@ async def test_function_logs_carry_their_invocations_tags(moto_server: MotoServe
         if source == "aws:sqs" and "shard" in line:
             wrong.append(line)
     assert not wrong, json.dumps(wrong[:5])
+
+
+async def test_every_line_printed_before_the_answer_is_the_invocations(moto_server: MotoServer, redis_server: Any,
+                                                                      tmp_path: Path) -> None:
+    """Under `broker run` (uvloop), a handler that prints 2,000 lines and returns: every line is
+    logged with the request id that printed it, none as the environment's own after the answer."""
+    config = {"broker": broker_settings(redis_server, moto_server, tmp_path),
+              "functions": {"f": {**TALKER, "Environment": {"Variables": {"PYTHONPATH": str(ROOT)}}}},
+              "event_source_mappings": []}
+    broker = BrokerProcess(config, tmp_path)
+    await asyncio.to_thread(broker.start)
+    try:
+        request_ids = []
+        for _ in range(5):
+            status, _, body = await _invoke(broker.port, "f", {"lines": 2000})
+            assert status == 200, body
+            request_ids.append(body["request_id"])
+    finally:
+        broker.stop()
+    printed = [d for d in broker.log_lines() if d.get("event") == "function_log"
+               and str(d.get("message", "")).startswith("line ")]
+    assert len(printed) == 5 * 2000
+    wrong = [d for d in printed if d.get("request_id") != d["message"].split()[1]]
+    assert not wrong, wrong[:3]
