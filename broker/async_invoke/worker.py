@@ -28,6 +28,7 @@ import structlog
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncEvent, AsyncQueue
 from broker.batching.policies import backoff_delay
+from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.config.models import FunctionConfig
 from broker.destinations.failure_records import async_record
@@ -166,24 +167,23 @@ class AsyncWorker:
         step done once), for up to half the claim timeout; after that the entry stays pending
         and is claimed again."""
         give_up_at = self._clock.monotonic() + self._settings.claim_idle_seconds / 2
-        failures = 0
+
+        async def pause(seconds: float) -> bool:
+            await self._clock.sleep(seconds)
+            return True
+
         self._handling.add(event.entry_id)
         try:
-            while True:
-                try:
-                    await self._handle(event)
-                except BrokerError as exc:
-                    delay = backoff_delay(failures, base=self._settings.backoff_base_seconds,
-                                          cap=self._settings.backoff_max_seconds)
-                    if not exc.retryable or self._stop.is_set() or self._clock.monotonic() + delay > give_up_at:
-                        log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
-                        return
-                    log.info("async_event_retrying", request_id=event.request_id, error=str(exc),
-                             delay_seconds=round(delay, 3))
-                    await self._clock.sleep(delay)
-                    failures += 1
-                else:
-                    return
+            await retrying(
+                lambda: self._handle(event), pause=pause,
+                retryable=lambda e: isinstance(e, BrokerError) and e.retryable and not self._stop.is_set(),
+                delay=lambda n, _: backoff_delay(n, base=self._settings.backoff_base_seconds,
+                                                 cap=self._settings.backoff_max_seconds),
+                too_late=lambda seconds: self._clock.monotonic() + seconds > give_up_at,
+                before_wait=lambda e, _, seconds: log.info("async_event_retrying", request_id=event.request_id,
+                                                           error=str(e), delay_seconds=round(seconds, 3)))
+        except BrokerError as exc:
+            log.warning("async_event_deferred", request_id=event.request_id, error=str(exc))
         finally:
             self._handling.discard(event.entry_id)
             self._in_flight -= 1

@@ -14,6 +14,7 @@ import structlog
 from broker.arns import parse_arn, source_kind
 from broker.aws.clients import AwsClients, call
 from broker.batching.policies import backoff_delay
+from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.config import wording
 from broker.config.models import Config, EventSourceMapping
@@ -157,17 +158,17 @@ class SourceFactory:
         """``probe()``, retried with backoff while it fails with a retryable error (AWS unreachable
         or throttling at start-up); a non-retryable error (a missing queue) is the caller's."""
         s = self._config().broker
-        attempt = 0
-        while True:
-            try:
-                return await probe()
-            except BrokerError as exc:
-                if not exc.retryable or self._stopping.is_set():
-                    raise
-                delay = backoff_delay(attempt, base=s.retry_backoff_base_seconds,
-                                      cap=min(s.retry_backoff_max_seconds, 30))
-                log.warning("startup_waiting", what=what, error=str(exc), retry_in_seconds=round(delay, 2))
-                attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+
+        async def pause(seconds: float) -> bool:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+            return True  # the next failure ends it, once stopping
+
+        return await retrying(
+            probe, pause=pause,
+            retryable=lambda e: isinstance(e, BrokerError) and e.retryable and not self._stopping.is_set(),
+            delay=lambda n, _: backoff_delay(n, base=s.retry_backoff_base_seconds,
+                                             cap=min(s.retry_backoff_max_seconds, 30)),
+            before_wait=lambda e, _, seconds: log.warning("startup_waiting", what=what, error=str(e),
+                                                          retry_in_seconds=round(seconds, 2)))
 

@@ -44,6 +44,7 @@ from broker.batching.envelope import ENVELOPE_BYTES, MAX_PAYLOAD_BYTES, compact,
 from broker.batching.filtering import RecordFilter, decode_json_object
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
+from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
 from broker.errors import BrokerError, InvokeError, TargetThrottled
@@ -327,22 +328,30 @@ class SqsMapping:
         """Invoke, retrying throttles and unreachable targets while the batch's visibility timeout
         leaves room for one more full attempt; None when the batch is given back to the queue."""
         give_up_at = received_at + self._visibility - self._function.timeout
-        attempt = 0
-        while True:
-            try:
-                return await self._function.invoke(payload, acquire=False)  # the poller holds the permit
-            except InvokeError as exc:
-                delay = backoff_delay(attempt, base=self._settings.backoff_base_seconds,
-                                      cap=self._settings.backoff_max_seconds,
-                                      retry_after=exc.retry_after)
-                if self._stop.is_set() or self._clock.monotonic() + delay > give_up_at:
-                    log.warning("batch_given_up", records=count, attempts=attempt + 1,
-                                reason=type(exc).__name__, error=str(exc))
-                    return None
-                log.info("invoke_retry_scheduled", records=count, attempt=attempt + 1,
-                         delay_seconds=round(delay, 3), reason=type(exc).__name__)
-                attempt += 1
-                await self._clock.sleep(delay)
+        attempts = [0]
+
+        async def pause(seconds: float) -> bool:
+            await self._clock.sleep(seconds)
+            return True
+
+        def scheduled(error: BaseException, attempt: int, seconds: float) -> None:
+            attempts[0] = attempt
+            log.info("invoke_retry_scheduled", records=count, attempt=attempt, delay_seconds=round(seconds, 3),
+                     reason=type(error).__name__)
+
+        try:
+            return await retrying(
+                lambda: self._function.invoke(payload, acquire=False), pause=pause,  # the poller holds the permit
+                retryable=lambda e: isinstance(e, InvokeError),
+                delay=lambda n, e: backoff_delay(n, base=self._settings.backoff_base_seconds,
+                                                 cap=self._settings.backoff_max_seconds,
+                                                 retry_after=getattr(e, "retry_after", None)),
+                too_late=lambda seconds: self._stop.is_set() or self._clock.monotonic() + seconds > give_up_at,
+                before_wait=scheduled)
+        except InvokeError as exc:
+            log.warning("batch_given_up", records=count, attempts=attempts[0] + 1, reason=type(exc).__name__,
+                        error=str(exc))
+            return None
 
     @staticmethod
     def _with_later_group_members(messages: list[SqsMessage], failed: frozenset[str]) -> frozenset[str]:

@@ -26,6 +26,8 @@ import structlog
 from broker.batching.envelope import records_event
 from broker.batching.partial_failures import parse_item_failures
 from broker.batching.policies import backoff_delay
+from broker.batching.retrying import Stopped as Waiting
+from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.destinations.failure_records import response_context, s3_failure_key, stream_failure_record
 from broker.destinations.sender import DestinationSender
@@ -214,17 +216,16 @@ class BatchResolver:
             payload = records_event(r.encoded for r in records)
             document = {**document, "payload": json.loads(payload)}
             s3_key = s3_failure_key(self._spec.uuid, self._shard_id, now)
-        attempt = 0
-        while True:
-            try:
-                await self._sender.deliver(destination, document, s3_key=s3_key)
-                break
-            except BrokerError as exc:
-                self._m_delivery_failures.inc()
-                log.warning("destination_delivery_failed", destination=destination, error=str(exc))
-                if not await self._sleep(self._backoff(attempt)):
-                    raise Stopped from exc
-                attempt += 1
+        def failed(error: BaseException, _n: int, _s: float) -> None:
+            self._m_delivery_failures.inc()
+            log.warning("destination_delivery_failed", destination=destination, error=str(error))
+
+        try:  # until delivered: the shard waits, as Lambda's does
+            await retrying(lambda: self._sender.deliver(destination, document, s3_key=s3_key), pause=self._sleep,
+                           retryable=lambda e: isinstance(e, BrokerError), delay=lambda n, _: self._backoff(n),
+                           before_wait=failed)
+        except Waiting as exc:
+            raise Stopped from exc
         self._m_delivered.inc(len(records))
         log.info("sent_to_destination", destination=destination, condition=condition, records=len(records),
                  first=records[0].sequence, last=records[-1].sequence)

@@ -20,6 +20,7 @@ import structlog
 from broker.batching.checkpoint_tracker import CheckpointTracker
 from broker.batching.filtering import RecordFilter
 from broker.batching.policies import backoff_delay
+from broker.batching.retrying import Stopped, retrying
 from broker.clock import Clock
 from broker.errors import BrokerError
 from broker.observability.metrics import Metrics
@@ -168,19 +169,15 @@ class ShardReader:
     async def _reopen(self) -> str | None:
         """An iterator from where reading stands, retried with backoff while AWS is unreachable
         or throttling; None if stop() came first."""
-        failures = 0
-        while True:
-            try:
-                return await self._open_iterator()
-            except BrokerError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("get_shard_iterator_failed", error=str(exc))
-                delay = backoff_delay(failures, base=self._settings.backoff_base_seconds,
-                                      cap=self._settings.backoff_max_seconds)
-                if not await self._sleep(delay):
-                    return None
-                failures += 1
+        try:
+            return await retrying(
+                self._open_iterator, pause=self._sleep,
+                retryable=lambda e: isinstance(e, BrokerError) and e.retryable,
+                delay=lambda n, _: backoff_delay(n, base=self._settings.backoff_base_seconds,
+                                                 cap=self._settings.backoff_max_seconds),
+                before_wait=lambda e, _n, _s: log.warning("get_shard_iterator_failed", error=str(e)))
+        except Stopped:
+            return None
 
     def _buffer_full(self) -> bool:
         """No room for a whole read, the records held already take PREFETCH_MAX_BYTES, or the

@@ -1,0 +1,60 @@
+"""The one way the broker waits out a fault: call again after a backoff, on tenacity.
+
+Every loop that retries what failed for a reason outside the broker (AWS unreachable, Redis away,
+a throttled target, a destination that refuses) goes through ``retrying``: the caller says which
+failures are worth another try, how long to wait before attempt n (``policies.backoff_delay``), how to
+wait (its clock, cut short by its stop: ``pause`` answers False, and ``Stopped`` ends the loop), what
+to say before each wait, and, where a deadline applies, when the next wait would come too late (the
+failure is then raised as it is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The caller stopped while a retry was waiting."""
+
+
+class _GaveUp(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, retryable: Callable[[BaseException], bool],
+                   delay: Callable[[int, BaseException], float], pause: Callable[[float], Awaitable[bool]],
+                   before_wait: Callable[[BaseException, int, float], None] | None = None,
+                   too_late: Callable[[float], bool] | None = None) -> T:
+    """``call()`` until it succeeds. A failure that ``retryable`` accepts waits ``delay(n, failure)``
+    (n = failures so far, from 0) through ``pause`` and is tried again; any other failure, or one
+    whose next wait ``too_late`` refuses, is raised as it is; ``Stopped`` if ``pause`` says stop."""
+
+    def wait(state: RetryCallState) -> float:
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        assert error is not None
+        seconds = delay(state.attempt_number - 1, error)
+        if too_late is not None and too_late(seconds):
+            raise _GaveUp(error)
+        if before_wait is not None:
+            before_wait(error, state.attempt_number, seconds)
+        return seconds
+
+    async def sleep(seconds: float) -> None:
+        if not await pause(seconds):
+            raise Stopped
+
+    try:
+        async for attempt in AsyncRetrying(retry=retry_if_exception(retryable), wait=wait, sleep=sleep, reraise=True):
+            with attempt:
+                return await call()
+    except _GaveUp as gave_up:
+        raise gave_up.error from None
+    raise AssertionError("unreachable: tenacity either returns the result or raises")  # pragma: no cover
