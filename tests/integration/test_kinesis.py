@@ -122,8 +122,10 @@ async def test_latest_skips_what_was_there(aws: Aws, broker: BrokerRunner, targe
     """LATEST delivers only records written after the mapping started."""
     await create_stream(aws, "tip")
     await put_records(aws, "tip", [("k", json.dumps({"n": 0}).encode())])
-    async with broker.run(function(target), [mapping("tip", StartingPosition="LATEST")], **FAST):
-        await asyncio.sleep(1.0)
+    async with broker.run(function(target), [mapping("tip", StartingPosition="LATEST")], **FAST) as app:
+        uuid = app.config.event_source_mappings[0].UUID or ""
+        # the shard has read once: its LATEST iterator is open (a fixed sleep raced a slow start)
+        await wait_until(lambda: metric(app, "broker_stream_reads_total", function="f", mapping=uuid) >= 1)
         await put_records(aws, "tip", [("k", json.dumps({"n": 1}).encode())])
         await target.wait_for(lambda calls: len(target.records()) >= 1)
     assert keyed(target.records()) == {"k": [1]}
