@@ -146,8 +146,8 @@ class App:
             api_socket = server.bind(settings.api)  # a taken port ends start-up at once
             stack.callback(api_socket.close)
             self.api_port = api_socket.getsockname()[1]
-            if not settings.account_id:  # left empty: the account of the broker's credentials
-                settings.account_id = await account.discover(self._aws, self._sources.when_reachable, api_socket)
+            settings.account_id = await account.resolve(self.config, self._aws, self._sources.when_reachable,
+                                                        api_socket)
             self._registry = MappingRegistry(self._redis)
             self._follower = RegistryFollower(
                 self._registry, runners=self.runners, functions=lambda: self.functions,

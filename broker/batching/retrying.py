@@ -36,15 +36,23 @@ async def retrying(call: Callable[[], Awaitable[T]], *, retryable: Callable[[Bas
     (n = failures so far, from 0) through ``pause`` and is tried again; any other failure, or one
     whose next wait ``too_late`` refuses, is raised as it is; ``Stopped`` if ``pause`` says stop."""
 
-    def wait(state: RetryCallState) -> float:
+    try:  # the happy path is one call, not a retry loop (an async event takes this path each time)
+        return await call()
+    except Exception as failure:  # the caller's retryable() decides
+        if not retryable(failure):
+            raise
+        first = failure
+    await _wait(first, 0, delay=delay, pause=pause, before_wait=before_wait, too_late=too_late)
+
+    def wait(state: RetryCallState) -> float:  # the attempts after the first, counted from 1
         assert state.outcome is not None
         error = state.outcome.exception()
-        assert error is not None
-        seconds = delay(state.attempt_number - 1, error)
+        assert isinstance(error, Exception)
+        seconds = delay(state.attempt_number, error)
         if too_late is not None and too_late(seconds):
             raise _GaveUp(error)
         if before_wait is not None:
-            before_wait(error, state.attempt_number, seconds)
+            before_wait(error, state.attempt_number + 1, seconds)
         return seconds
 
     async def sleep(seconds: float) -> None:
@@ -58,3 +66,17 @@ async def retrying(call: Callable[[], Awaitable[T]], *, retryable: Callable[[Bas
     except _GaveUp as gave_up:
         raise gave_up.error from None
     raise AssertionError("unreachable: tenacity either returns the result or raises")  # pragma: no cover
+
+
+async def _wait(error: Exception, failures: int, *, delay: Callable[[int, BaseException], float],
+                pause: Callable[[float], Awaitable[bool]],
+                before_wait: Callable[[BaseException, int, float], None] | None,
+                too_late: Callable[[float], bool] | None) -> None:
+    """The wait after the first failure (tenacity takes the attempts after it)."""
+    seconds = delay(failures, error)
+    if too_late is not None and too_late(seconds):
+        raise error
+    if before_wait is not None:
+        before_wait(error, failures + 1, seconds)
+    if not await pause(seconds):
+        raise Stopped

@@ -64,8 +64,8 @@ class ApiSettings(_Strict):
 
 class BrokerSettings(_Strict):
     region: str = "us-east-1"
-    # Empty: the account of the broker's credentials, asked from STS once at start (the embedded
-    # emulator's is 000000000000). An explicit value wins.
+    # Empty: the account of the broker's credentials, asked from STS once at start if the config
+    # talks to AWS (else, and for the embedded emulator, 000000000000). An explicit value wins.
     account_id: Annotated[str, Field(pattern=r"^(\d{12})?$")] = ""
     aws_endpoint_url: str | None = None  # None: real AWS; "embedded": in-process emulator
     redis_url: str = "redis://localhost:6379/0"  # or "embedded": a private redis-server
