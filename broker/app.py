@@ -263,6 +263,7 @@ class App:
                 assert self._aws is not None
                 background.append(group.create_task(demo.produce(self._aws, local.producer, self.clock),
                                                     name="demo-producer"))
+            await self._apply_api_mappings()  # the registry's mappings run (and are known) from the start
             self.started.set()
             log.info("broker_started", mappings=len(self.runners), functions=len(self.functions),
                      replica=self.replica_id)
