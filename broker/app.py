@@ -328,7 +328,8 @@ class App:
     async def _reload(self, new: Config) -> None:
         """Apply a changed, valid config file (``config.changes`` says what changed). A function that
         cannot be built is left out, said in the log, and its mappings wait for the next reload."""
-        self._rotate_keys(new)
+        if self._auth is not None and new.broker.api.authenticated:  # API keys and their files, applied live
+            self._auth.rotate(new.broker.api)
         change = changes(self.config, new)
         if change.restart_required:
             log.warning("config_reload_restart_required", settings=change.restart_required)
@@ -365,14 +366,6 @@ class App:
             self._spawn(f"mapping:{u}", self.runners[u].run())
         log.info("config_reloaded", mappings=len(self.runners), functions=len(self.functions),
                  restarted_mappings=len(change.stopped_mappings), changed_functions=sorted(change.functions))
-
-    def _rotate_keys(self, new: Config) -> None:
-        """``api.credentials`` (and the secret files they name, read by the loader) applied live."""
-        if self._auth is None or not new.broker.api.authenticated:
-            return
-        added, removed, changed = self._auth.replace_keys(server.keys(new.broker.api))
-        if added or removed or changed:
-            log.info("api_keys_rotated", added=added, removed=removed, changed=changed)
 
     async def _stop_tasks(self, keys: list[str]) -> None:
         tasks = []

@@ -36,6 +36,7 @@ from broker.api.errors import aws_error
 from broker.api.routes import action_of, is_open, template
 from broker.arns import function_arn, mapping_arn, resolve_name
 from broker.clock import Clock
+from broker.config.models import ApiSettings
 from broker.observability.metrics import Metrics
 
 log = structlog.get_logger("broker.api")
@@ -56,6 +57,11 @@ class Key:
         """IAM-style: ``*`` and ``?`` wildcards; actions compare case-insensitively."""
         return (any(_matches(a.lower(), action.lower()) for a in self.actions)
                 and any(_matches(r, resource) for r in self.resources))
+
+
+def keys_of(api: ApiSettings) -> list[Key]:
+    """The SigV4 keys the config gives (secret files already read)."""
+    return [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources)) for c in api.credentials]
 
 
 def _matches(pattern: str, value: str) -> bool:
@@ -87,13 +93,16 @@ class SigV4:
         self._clock = clock
         self._m_failures = metrics.auth_failures
 
-    def replace_keys(self, keys: list[Key]) -> tuple[list[str], list[str], list[str]]:
-        """Key rotation without a restart: the next request is checked against ``keys``. Returns the
-        key ids (added, removed, changed: a new secret or new permissions)."""
-        new = {k.access_key_id: k for k in keys}
+    def rotate(self, api: ApiSettings) -> None:
+        """Key rotation without a restart: the next request is checked against the keys ``api`` gives
+        now (secret files already read); one line names the key ids added, removed and changed (a new
+        secret or new permissions)."""
+        new = {k.access_key_id: k for k in keys_of(api)}
         old, self._keys = self._keys, new
-        return (sorted(set(new) - set(old)), sorted(set(old) - set(new)),
-                sorted(k for k in set(new) & set(old) if new[k] != old[k]))
+        added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+        changed = sorted(k for k in set(new) & set(old) if new[k] != old[k])
+        if added or removed or changed:
+            log.info("api_keys_rotated", added=added, removed=removed, changed=changed)
 
     @web.middleware
     async def middleware(self, request: web.Request,

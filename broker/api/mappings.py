@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,16 +29,26 @@ _ECHOED = (
 
 
 def describe(runner: MappingRunner, *, region: str, account: str, kind: SourceKind) -> dict[str, Any]:
-    """``EventSourceMappingConfiguration`` as Lambda returns it."""
-    esm = runner.esm
+    """``EventSourceMappingConfiguration`` of a mapping this replica runs."""
+    return describe_definition(
+        runner.esm, region=region, account=account, kind=kind, function_arn=runner.function_arn,
+        state=runner.state, reason=runner.state_transition_reason, last_modified=runner.last_modified,
+        last_processing_result=getattr(runner.source, "last_processing_result", "No records processed"))
+
+
+def describe_definition(esm: EventSourceMapping, *, region: str, account: str, kind: SourceKind, function_arn: str,
+                        state: str, last_modified: float, reason: str = "USER_INITIATED",
+                        last_processing_result: str = "No records processed") -> dict[str, Any]:
+    """``EventSourceMappingConfiguration`` as Lambda returns it, from a mapping's definition."""
+    assert esm.UUID is not None
     out: dict[str, Any] = {
-        "UUID": runner.uuid,
-        "EventSourceMappingArn": mapping_arn(region, account, runner.uuid),
-        "FunctionArn": runner.function_arn,
+        "UUID": esm.UUID,
+        "EventSourceMappingArn": mapping_arn(region, account, esm.UUID),
+        "FunctionArn": function_arn,
         "EventSourceArn": esm.EventSourceArn,
-        "State": runner.state,
-        "StateTransitionReason": runner.state_transition_reason,
-        "LastModified": round(runner.last_modified, 3),
+        "State": state,
+        "StateTransitionReason": reason,
+        "LastModified": round(last_modified, 3),
         "FunctionResponseTypes": list(esm.FunctionResponseTypes),
     }
     for name in _ECHOED:
@@ -51,8 +62,7 @@ def describe(runner: MappingRunner, *, region: str, account: str, kind: SourceKi
     if kind is not SourceKind.SQS:
         out.setdefault("DestinationConfig", {"OnFailure": {}})  # Lambda shows it empty on stream mappings
         out["StateTransitionReason"] = "User action"
-        out["LastProcessingResult"] = getattr(runner.source, "last_processing_result",
-                                              "No records processed")
+        out["LastProcessingResult"] = last_processing_result
     return out
 
 
@@ -111,17 +121,14 @@ class _Api:
             return self._show(runner)
         stale = uuid in self._runners  # run here with an earlier definition: being replaced
         state = "Updating" if stale else ("Enabled" if known.esm.Enabled else "Disabled")
-        return self._stand_in(known, state)
+        return self._stand_in(known.esm, state, known.last_modified)
 
-    def _stand_in(self, known: Known, state: str) -> dict[str, Any]:
-        esm = known.esm
-        function = function_arn(self._region, self._account, esm.FunctionName)
-        runner = MappingRunner(esm, _NoSource(), function_arn=function, metrics=None, clock=None,
-                               from_api=known.from_api)
-        if known.last_modified is not None:
-            runner.last_modified = known.last_modified
-        shown = describe(runner, region=self._region, account=self._account, kind=source_kind(esm.EventSourceArn))
-        return {**shown, "State": state}
+    def _stand_in(self, esm: EventSourceMapping, state: str, last_modified: float | None = None) -> dict[str, Any]:
+        """A mapping this replica does not run (yet, or any more), shown from its definition."""
+        return describe_definition(
+            esm, region=self._region, account=self._account, kind=source_kind(esm.EventSourceArn),
+            function_arn=function_arn(self._region, self._account, esm.FunctionName), state=state,
+            last_modified=time.time() if last_modified is None else last_modified)
 
     @staticmethod
     def _not_found(uuid: str) -> web.Response:
@@ -151,10 +158,7 @@ class _Api:
     def _answer(self, esm: EventSourceMapping, state: str) -> web.Response:
         assert esm.UUID is not None
         runner = self._runners.get(esm.UUID)
-        if runner is None:  # not (or no longer) run here: shown from the request
-            function = function_arn(self._region, self._account, esm.FunctionName)
-            runner = MappingRunner(esm, _NoSource(), function_arn=function, metrics=None, clock=None)
-        shown = describe(runner, region=self._region, account=self._account, kind=source_kind(esm.EventSourceArn))
+        shown = self._show(runner) if runner is not None else self._stand_in(esm, state)  # not (yet) run here
         return web.json_response({**shown, "State": state}, status=202)
 
     async def _guarded(self, work: Awaitable[EventSourceMapping], state: str) -> web.Response:
@@ -201,7 +205,7 @@ class _Api:
                 runner.set_enabled(enabled)
             file_enabled = runner.file_enabled if runner is not None else known.esm.Enabled
             await self._control.remember_enabled(uuid, enabled, file_enabled)
-        shown = self._show(runner) if runner is not None else self._stand_in(known, state)
+        shown = self._show(runner) if runner is not None else self._stand_in(known.esm, state, known.last_modified)
         return web.json_response({**shown, "State": state}, status=202)
 
 
@@ -250,19 +254,6 @@ def _enabled_change(raw: bytes) -> tuple[bool | None, web.Response | None]:
     if "Enabled" in body and not isinstance(body["Enabled"], bool):
         return None, aws_error(400, "InvalidParameterValueException", "Enabled must be true or false")
     return body.get("Enabled"), None
-
-
-class _NoSource:
-    """Stands in for the source of a mapping this replica does not run (yet): describe() only."""
-
-    async def run(self) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-    async def probe(self) -> None:
-        return None
 
 
 async def _object(request: web.Request) -> dict[str, Any] | web.Response:

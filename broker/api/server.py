@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from broker.api.auth import Key, SigV4
+from broker.api.auth import SigV4, keys_of
 from broker.api.errors import aws_error, lambda_errors
 from broker.clock import Clock
 from broker.config.models import ApiSettings
@@ -20,15 +20,10 @@ from broker.observability.metrics import Metrics
 log = structlog.get_logger("broker.app")
 
 
-def keys(api: ApiSettings) -> list[Key]:
-    """The SigV4 keys the config gives (secret files already read)."""
-    return [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources)) for c in api.credentials]
-
-
 def authenticator(api: ApiSettings, *, region: str, account: str, clock: Clock, metrics: Metrics) -> SigV4 | None:
     """SigV4 unless the config chose otherwise (said once at start); its keys can be replaced live."""
     if api.authenticated:
-        given = keys(api)
+        given = keys_of(api)
         log.info("api_authentication", mode="sigv4", access_key_ids=[k.access_key_id for k in given])
         return SigV4(given, region=region, account=account, clock=clock, metrics=metrics)
     if api.loopback:

@@ -88,18 +88,24 @@ class ReplicaBridge:
         while not self._stopped.is_set():
             if not await self._dispatcher.wait_for_idle(1.0):
                 continue
-            try:
-                reply = await guarded(self._redis.blpop([self._queue], timeout=_BLOCK_SECONDS))
-            except StateStoreError as exc:
-                log.warning("runtime_queue_unavailable", error=str(exc))
-                await asyncio.sleep(1.0)
+            raw = await self._pop(self._queue, "runtime_queue_unavailable")
+            if raw is None:
                 continue
-            if reply is None:
-                continue
-            task = asyncio.ensure_future(self._run_here(reply[1]))
+            task = asyncio.ensure_future(self._run_here(raw))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             await asyncio.sleep(0)  # let it queue locally before idleness is judged again
+
+    async def _pop(self, key: str, unavailable: str) -> bytes | None:
+        """The next entry of ``key`` (a blocking pop of a second); None if none came, or Redis is away
+        (said as ``unavailable``, then a second's pause)."""
+        try:
+            reply = await guarded(self._redis.blpop([key], timeout=_BLOCK_SECONDS))
+        except StateStoreError as exc:
+            log.warning(unavailable, error=str(exc))
+            await asyncio.sleep(1.0)
+            return None
+        return None if reply is None else bytes(reply[1])
 
     async def _run_here(self, raw: bytes) -> None:
         doc = json.loads(raw)
@@ -125,15 +131,10 @@ class ReplicaBridge:
     async def _read_results(self) -> None:
         key = keys.runtime_results(self._function, self._replica)
         while not self._stopped.is_set():
-            try:
-                reply = await guarded(self._redis.blpop([key], timeout=_BLOCK_SECONDS))
-            except StateStoreError as exc:
-                log.warning("runtime_results_unavailable", error=str(exc))
-                await asyncio.sleep(1.0)
+            raw = await self._pop(key, "runtime_results_unavailable")
+            if raw is None:
                 continue
-            if reply is None:
-                continue
-            doc = json.loads(reply[1])
+            doc = json.loads(raw)
             future = self._waiting.get(doc["request_id"])
             if future is not None and not future.done():
                 future.set_result(InvokeResult(base64.b64decode(doc["payload"]), doc.get("error"),
