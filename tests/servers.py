@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -211,6 +212,21 @@ async def put_records(aws: Aws, stream: str, items: list[tuple[str, bytes]]) -> 
     return seqs
 
 
+def npm_install(prefix: Path, package: str, script: Path) -> str | None:
+    """``npm install package`` into ``prefix`` unless ``script`` is there already; parallel test
+    workers take turns (a file lock), so one installs and the others find it. Why it failed, or None."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    with (prefix.parent / f"{prefix.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if script.exists():
+            return None
+        result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), package],
+                                capture_output=True, text=True, timeout=600, check=False)
+        if result.returncode != 0 or not script.exists():
+            return f"{package} did not install: {result.stderr.strip().splitlines()[-1:]}"
+        return None
+
+
 class Kinesalite:
     """kinesalite (npm) under the machine's node: faithful on shard ends and resharding, where the
     AWS emulator is not. Installed on first use into .cache/kinesalite."""
@@ -235,12 +251,11 @@ class Kinesalite:
 
     def start(self) -> None:
         script = self.root / "node_modules" / "kinesalite" / "cli.js"
-        if not script.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(self.root), "kinesalite@3"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        why = npm_install(self.root, "kinesalite@3", script)
+        if why:
+            raise RuntimeError(why)
         # kinesalite reads Date.now(); SIGUSR2 moves it 301 s on and writes how many times it has
-        clock = self.root / "clock.js"
+        clock = self.root / f"clock-{self.port}.js"  # one per server: parallel test workers each start one
         self._jumps.write_text("0")
         clock.write_text("const fs = require('fs'); const real = Date.now; let jumps = 0;\n"
                          "Date.now = () => real() + jumps * 301000;\n"

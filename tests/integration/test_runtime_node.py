@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import BrokerRunner
+from tests.servers import npm_install
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "aws-lambda-ric"
@@ -28,12 +29,9 @@ def node_ric() -> Path:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not on PATH: the Node runtime client test needs Node.js")
     script = CACHE / "node_modules" / "aws-lambda-ric" / "index.mjs"
-    if not script.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE),
-                                 "aws-lambda-ric@4"], capture_output=True, text=True, timeout=600, check=False)
-        if result.returncode != 0 or not script.exists():
-            pytest.skip(f"aws-lambda-ric did not install: {result.stderr.strip().splitlines()[-1:]}")
+    why = npm_install(CACHE, "aws-lambda-ric@4", script)
+    if why:
+        pytest.skip(why)
     return script
 
 
