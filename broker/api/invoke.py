@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -33,11 +32,17 @@ _TYPES = ("RequestResponse", "Event", "DryRun")
 _REASONS = frozenset({RESERVED_REASON, ACCOUNT_REASON})
 
 
-@dataclass(frozen=True)
-class Invokable:
-    function: Function
-    queue: AsyncQueue
-    invoke_config: InvokeConfigStore
+class Invokable(Protocol):
+    """A function as Invoke sees it: the function, its async queue, its event-invoke-config."""
+
+    @property
+    def function(self) -> Function: ...
+
+    @property
+    def queue(self) -> AsyncQueue: ...
+
+    @property
+    def invoke_config(self) -> InvokeConfigStore: ...
 
 
 def _parse(request_kind: str, body: bytes) -> str | web.Response:

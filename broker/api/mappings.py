@@ -15,9 +15,9 @@ from broker.api.errors import aws_error, store_guarded
 from broker.api.routes import needs
 from broker.arns import function_arn, mapping_arn, resolve_name, source_kind
 from broker.config.models import EventSourceMapping
+from broker.control.local import LocalMappings, MappingStatus
 from broker.control.service import Known, MappingService
 from broker.control.validation import Refused
-from broker.sources.mapping import MappingRunner
 from broker.types import SourceKind
 
 _PREFIX = "/2015-03-31/event-source-mappings"
@@ -28,12 +28,12 @@ _ECHOED = (
 )
 
 
-def describe(runner: MappingRunner, *, region: str, account: str, kind: SourceKind) -> dict[str, Any]:
+def describe(status: MappingStatus, *, region: str, account: str) -> dict[str, Any]:
     """``EventSourceMappingConfiguration`` of a mapping this replica runs."""
     return describe_definition(
-        runner.esm, region=region, account=account, kind=kind, function_arn=runner.function_arn,
-        state=runner.state, reason=runner.state_transition_reason, last_modified=runner.last_modified,
-        last_processing_result=getattr(runner.source, "last_processing_result", "No records processed"))
+        status.esm, region=region, account=account, kind=status.kind, function_arn=status.function_arn,
+        state=status.state, reason=status.reason, last_modified=status.last_modified,
+        last_processing_result=status.last_processing_result)
 
 
 def describe_definition(esm: EventSourceMapping, *, region: str, account: str, kind: SourceKind, function_arn: str,
@@ -66,24 +66,22 @@ def describe_definition(esm: EventSourceMapping, *, region: str, account: str, k
     return out
 
 
-def routes(runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind], *,
-           region: str, account: str, functions: Callable[[], Mapping[str, Any]], control: MappingService,
-           runs: Callable[[str, str], bool]) -> list[web.RouteDef]:
-    """``runs(uuid, document)``: this replica runs that API mapping as stored."""
-    return _Api(runners, kinds, region=region, account=account, functions=functions, control=control,
-                runs=runs).routes()
+def routes(local: LocalMappings, *, region: str, account: str, functions: Callable[[], Mapping[str, Any]],
+           control: MappingService, runs: Callable[[str, str], bool]) -> list[web.RouteDef]:
+    """``local``: the mappings this replica runs; ``runs(uuid, document)``: this replica runs that
+    API mapping as stored."""
+    return _Api(local, region=region, account=account, functions=functions, control=control, runs=runs).routes()
 
 
 class _Api:
     """Answers come from what the deployment knows (the file and the registry in Redis), shown with
-    this replica's runner where it runs the mapping as defined: a replica that has not started a
-    mapping yet, or is swapping it on a reload, still knows it."""
+    this replica's status of it where it runs the mapping as defined: a replica that has not started
+    a mapping yet, or is swapping it on a reload, still knows it."""
 
-    def __init__(self, runners: Mapping[str, MappingRunner], kinds: Mapping[str, SourceKind], *, region: str,
-                 account: str, functions: Callable[[], Mapping[str, Any]], control: MappingService,
+    def __init__(self, local: LocalMappings, *, region: str, account: str,
+                 functions: Callable[[], Mapping[str, Any]], control: MappingService,
                  runs: Callable[[str, str], bool]) -> None:
-        self._runners = runners
-        self._kinds = kinds
+        self._local = local
         self._region = region
         self._account = account
         self._functions = functions
@@ -102,24 +100,24 @@ class _Api:
             web.delete(_PREFIX + "/{uuid}", needs("lambda:DeleteEventSourceMapping", g(self.delete_mapping))),
         ]
 
-    def _show(self, r: MappingRunner) -> dict[str, Any]:
-        return describe(r, region=self._region, account=self._account, kind=self._kinds[r.uuid])
+    def _show(self, status: MappingStatus) -> dict[str, Any]:
+        return describe(status, region=self._region, account=self._account)
 
-    def _current(self, uuid: str, known: Known) -> MappingRunner | None:
-        """This replica's runner of the mapping, if it runs it as the deployment defines it now."""
-        runner = self._runners.get(uuid)
-        if runner is None or runner.from_api != known.from_api:
+    def _current(self, uuid: str, known: Known) -> MappingStatus | None:
+        """This replica's status of the mapping, if it runs it as the deployment defines it now."""
+        status = self._local.status(uuid)
+        if status is None or status.from_api != known.from_api:
             return None
         if known.from_api:
-            return runner if self._runs(uuid, known.document) else None
-        return runner if runner.esm.model_dump(exclude={"Enabled"}) == known.esm.model_dump(exclude={"Enabled"}) \
-            else None
+            return status if self._runs(uuid, known.document) else None
+        same = status.esm.model_dump(exclude={"Enabled"}) == known.esm.model_dump(exclude={"Enabled"})
+        return status if same else None
 
     def _view(self, uuid: str, known: Known) -> dict[str, Any]:
-        runner = self._current(uuid, known)
-        if runner is not None:
-            return self._show(runner)
-        stale = uuid in self._runners  # run here with an earlier definition: being replaced
+        status = self._current(uuid, known)
+        if status is not None:
+            return self._show(status)
+        stale = self._local.status(uuid) is not None  # run here with an earlier definition: being replaced
         state = "Updating" if stale else ("Enabled" if known.esm.Enabled else "Disabled")
         return self._stand_in(known.esm, state, known.last_modified)
 
@@ -157,8 +155,8 @@ class _Api:
 
     def _answer(self, esm: EventSourceMapping, state: str) -> web.Response:
         assert esm.UUID is not None
-        runner = self._runners.get(esm.UUID)
-        shown = self._show(runner) if runner is not None else self._stand_in(esm, state)  # not (yet) run here
+        status = self._local.status(esm.UUID)
+        shown = self._show(status) if status is not None else self._stand_in(esm, state)  # not (yet) run here
         return web.json_response({**shown, "State": state}, status=202)
 
     async def _guarded(self, work: Awaitable[EventSourceMapping], state: str) -> web.Response:
@@ -197,15 +195,15 @@ class _Api:
         enabled, refusal = _enabled_change(raw)
         if refusal is not None:
             return refusal
-        runner = self._runners.get(uuid)
-        now = runner.esm.Enabled if runner is not None else known.esm.Enabled
+        status = self._local.status(uuid)
+        now = status.esm.Enabled if status is not None else known.esm.Enabled
         state = _transition(now, {} if enabled is None else {"Enabled": enabled})
         if enabled is not None:
-            if runner is not None:
-                runner.set_enabled(enabled)
-            file_enabled = runner.file_enabled if runner is not None else known.esm.Enabled
+            self._local.set_enabled(uuid, enabled)
+            file_enabled = status.file_enabled if status is not None else known.esm.Enabled
             await self._control.remember_enabled(uuid, enabled, file_enabled)
-        shown = self._show(runner) if runner is not None else self._stand_in(known.esm, state, known.last_modified)
+            status = self._local.status(uuid)  # as it is after the change
+        shown = self._show(status) if status is not None else self._stand_in(known.esm, state, known.last_modified)
         return web.json_response({**shown, "State": state}, status=202)
 
 

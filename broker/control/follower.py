@@ -7,29 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from broker.config.models import EventSourceMapping
+from broker.control.local import LocalMappings
 from broker.control.registry import MappingRegistry
 from broker.errors import BrokerError
-from broker.sources.mapping import MappingRunner
 
 log = structlog.get_logger("broker.app")
 
 
 class RegistryFollower:
-    def __init__(self, registry: MappingRegistry, *, runners: Mapping[str, MappingRunner],
-                 file_uuids: Callable[[], set[str]], functions: Callable[[], Mapping[str, object]],
-                 start: Callable[[EventSourceMapping, float], Awaitable[None]],
-                 stop: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, registry: MappingRegistry, *, mappings: LocalMappings,
+                 file_uuids: Callable[[], set[str]], functions: Callable[[], Mapping[str, object]]) -> None:
         self._registry = registry
-        self._runners = runners
+        self._mappings = mappings  # what this replica runs
         self._file_uuids = file_uuids  # file mappings win on a UUID both hold
         self._functions = functions
-        self._start = start  # build and run an API mapping (its last-modified time given)
-        self._stop = stop  # stop a mapping and forget it
         self._applied: dict[str, str] = {}  # API mappings run here, as stored
         self._lock = asyncio.Lock()
         self.synced = False  # the registry was read and applied once: this replica knows every mapping
@@ -56,7 +52,7 @@ class RegistryFollower:
                               error=f"function {esm.FunctionName} is not declared")
                     continue
                 try:
-                    await self._start(esm, item.last_modified)
+                    await self._mappings.replace(esm, last_modified=item.last_modified)
                 except BrokerError as exc:
                     log.error("mapping_not_started", mapping=uuid_, error=str(exc))
                     continue
@@ -70,7 +66,7 @@ class RegistryFollower:
                 log.info("api_mappings_synced", mappings=len(stored))
 
     async def _forget(self, uuid_: str) -> None:
-        await self._stop(uuid_)
+        await self._mappings.remove(uuid_)
         self._applied.pop(uuid_, None)
 
     async def _apply_enabled_overrides(self) -> bool:
@@ -80,12 +76,12 @@ class RegistryFollower:
             log.warning("api_mappings_unavailable", error=str(exc))
             return False
         for uuid_, (enabled, file_then) in overrides.items():
-            runner = self._runners.get(uuid_)
-            if runner is None or runner.from_api:
+            status = self._mappings.status(uuid_)
+            if status is None or status.from_api:
                 continue
-            if runner.file_enabled != file_then:
+            if status.file_enabled != file_then:
                 with contextlib.suppress(BrokerError):
                     await self._registry.drop_enabled_override(uuid_)
                 continue
-            runner.set_enabled(enabled)
+            self._mappings.set_enabled(uuid_, enabled)
         return True

@@ -4,7 +4,7 @@ starting, Redis not answering, an async consumer group not joined, AWS not answe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from broker.errors import BrokerError, StateStoreError
@@ -12,7 +12,8 @@ from broker.redis.state import guarded
 
 
 async def problems(*, draining: bool, started: bool, redis: Any, workers: Mapping[str, Any],
-                   runners: Mapping[str, Any]) -> list[str]:
+                   aws: Callable[[], Awaitable[None]] | None) -> list[str]:
+    """``aws``: one cheap call to a mapping's source (raises BrokerError if AWS does not answer)."""
     found: list[str] = []
     if draining:
         found.append("draining")
@@ -25,17 +26,10 @@ async def problems(*, draining: bool, started: bool, redis: Any, workers: Mappin
         except (StateStoreError, TimeoutError) as exc:
             found.append(str(exc) if isinstance(exc, StateStoreError) else f"redis: TimeoutError: {exc}")
     found += [f"async: consumer group of {name} not joined" for name, worker in workers.items() if not worker.ready]
-    return found + await _aws_problems(runners)
-
-
-async def _aws_problems(runners: Mapping[str, Any]) -> list[str]:
-    """AWS is reachable if the first mapping's source answers a cheap call."""
-    if not runners:
-        return []
-    runner = next(iter(runners.values()))
-    try:
-        async with asyncio.timeout(2):
-            await runner.source.probe()
-    except (BrokerError, TimeoutError) as exc:
-        return [f"aws: {exc}"]
-    return []
+    if aws is not None:
+        try:
+            async with asyncio.timeout(2):
+                await aws()
+        except (BrokerError, TimeoutError) as exc:
+            found.append(f"aws: {exc}")
+    return found

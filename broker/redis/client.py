@@ -87,8 +87,8 @@ async def connected(url: str) -> AsyncIterator[Any]:
                               max_connections=MAX_CONNECTIONS, username=target.username,
                               password=target.password, **timeouts)
     else:
-        auth = {"username": target.username, "password": target.password, "ssl": target.tls}
-        sentinel = Sentinel(target.hosts, sentinel_kwargs={**auth, **timeouts},  # type: ignore[no-untyped-call]
+        auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.tls}
+        sentinel = Sentinel(target.hosts, sentinel_kwargs={**auth, **timeouts},  # type: ignore[no-untyped-call,unused-ignore]
                             **auth, **timeouts)
         client = sentinel.master_for(target.master, db=target.db)
         others = list(sentinel.sentinels)

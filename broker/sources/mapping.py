@@ -26,6 +26,8 @@ _HEALTHY_RUN_SECONDS = 60.0  # a run this long resets the restart backoff
 
 
 class Source(Protocol):
+    last_processing_result: str  # Lambda's LastProcessingResult (shown for stream mappings)
+
     async def run(self) -> None:
         """Process until ``stop()``; may be run again after it returns."""
 

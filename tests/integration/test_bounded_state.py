@@ -47,7 +47,7 @@ async def test_key_count_is_flat_over_replica_restarts(aws: Aws, broker: BrokerR
     assert len(set(counts[1:])) == 1, counts
 
     async with broker.run(function(target, Timeout=1), mappings, replica_id="last", **SETTINGS) as app:
-        redis = app._redis
+        redis = app.redis
 
         async def consumers() -> list[str]:
             return [c["name"].decode() for c in await redis.xinfo_consumers("{broker:fn:f}:events", "workers")]

@@ -48,7 +48,7 @@ async def _run_split(aws: Aws, kinesalite_broker: BrokerRunner, target: Recordin
         tag = f"{{broker:esm:{uuid}}}"
         # Bounded state: once the children have checkpoints, the ended parent is forgotten.
         await wait_until(lambda: _fields(app, f"{tag}:checkpoints", {"shardId-000000000001", "shardId-000000000002"}))
-        epochs = await app._redis.hkeys(f"{tag}:lease_epoch")  # type: ignore[union-attr]
+        epochs = await app.redis.hkeys(f"{tag}:lease_epoch")
     assert keyed(target.records()) == {k: list(range(10)) for k in keys}
     assert b"shardId-000000000000" not in epochs, "the parent's lease fields are forgotten too"
     parent = [r for r in target.records() if r["eventID"].startswith("shardId-000000000000:")]
@@ -59,7 +59,7 @@ async def _run_split(aws: Aws, kinesalite_broker: BrokerRunner, target: Recordin
 
 
 async def _fields(app: Any, key: str, expected: set[str]) -> bool:
-    return {k.decode() for k in await app._redis.hkeys(key)} == expected
+    return {k.decode() for k in await app.redis.hkeys(key)} == expected
 
 
 async def test_expired_iterator_resumes_after_the_last_record_read(kinesalite: Kinesalite,

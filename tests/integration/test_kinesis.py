@@ -42,7 +42,7 @@ async def test_record_shape_and_order_per_shard(aws: Aws, broker: BrokerRunner, 
             shard, seq = r["eventID"].split(":")[0], r["kinesis"]["sequenceNumber"]
             expected[shard] = max(expected.get(shard, seq), seq, key=int)
         await wait_until(lambda: _checkpoints_are(app, key, expected))
-        checkpoints = await app._redis.hgetall(key)  # type: ignore[union-attr]
+        checkpoints = await app.redis.hgetall(key)
     records = target.records()
     rec = records[0]
     assert list(rec) == ["kinesis", "eventSource", "eventVersion", "eventID", "eventName", "invokeIdentityArn",
@@ -149,10 +149,10 @@ async def test_filters_on_decoded_data(aws: Aws, broker: BrokerRunner, target: R
 
 
 async def _checkpoints_are(app: Any, key: str, expected: dict[str, str]) -> bool:
-    raw = await app._redis.hgetall(key)
+    raw = await app.redis.hgetall(key)
     return {k.decode(): v.decode() for k, v in raw.items()} == expected
 
 
 async def _checkpoint(app: Any, uuid: str) -> str | None:
-    values = await app._redis.hvals(f"{{broker:esm:{uuid}}}:checkpoints")
+    values = await app.redis.hvals(f"{{broker:esm:{uuid}}}:checkpoints")
     return values[0].decode() if values else None

@@ -208,7 +208,7 @@ async def test_undeliverable_destination_holds_the_checkpoint(aws: Aws, broker: 
     async with broker.run(function(target), [m], **FAST) as app:
         await wait_until(lambda: metric(app, "broker_destination_delivery_failures_total", function="f") >= 2)
         uuid = app.config.event_source_mappings[0].UUID
-        assert await app._redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints") == {}  # type: ignore[union-attr]
+        assert await app.redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints") == {}
         await aws.create_queue("missing")
         messages = await aws.drain(f"{aws.endpoint}/{ACCOUNT}/missing", 1)
         await wait_until(lambda: _has_checkpoint(app, uuid or ""))
@@ -216,7 +216,7 @@ async def test_undeliverable_destination_holds_the_checkpoint(aws: Aws, broker: 
 
 
 async def _has_checkpoint(app: Any, uuid: str) -> bool:
-    return bool(await app._redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints"))
+    return bool(await app.redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints"))
 
 
 async def test_no_destination_drops_and_counts(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:

@@ -50,7 +50,7 @@ async def test_split_keeps_per_key_order_and_ends_the_parent(aws: Aws, broker: B
         uuid = app.config.event_source_mappings[0].UUID or ""
         source = app.runners[uuid].source
         await wait_until(lambda: len(source.consumers) == 2)  # type: ignore[attr-defined]
-        checkpoints = await app._redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints")  # type: ignore[union-attr]
+        checkpoints = await app.redis.hgetall(f"{{broker:esm:{uuid}}}:checkpoints")
         assert sorted(source.consumers) == ["shardId-000000000001", "shardId-000000000002"]  # type: ignore[attr-defined]
     assert keyed(target.records()) == {k: list(range(10)) for k in keys}
     assert checkpoints[shard.encode()] == b"SHARD_END"

@@ -101,7 +101,7 @@ async def test_checkpoint_waits_for_the_final_invoke(aws: Aws, broker: BrokerRun
     async with broker.run(function(target), [m], **SETTINGS) as app:
         key = f"{{broker:esm:{app.config.event_source_mappings[0].UUID}}}:checkpoints"
         await target.wait_for(lambda calls: sum(c.event["isFinalInvokeForWindow"] for c in calls) >= 2)
-        assert await app._redis.hgetall(key) == {}  # type: ignore[union-attr]  # the final invoke keeps failing
+        assert await app.redis.hgetall(key) == {}  # the final invoke keeps failing
         refuse_final = False
         await wait_until(lambda: _checkpointed(app, key))
     finals = [c.event for c in target.calls if c.event["isFinalInvokeForWindow"]]
@@ -109,7 +109,7 @@ async def test_checkpoint_waits_for_the_final_invoke(aws: Aws, broker: BrokerRun
 
 
 async def _checkpointed(app: Any, key: str) -> bool:
-    return bool(await app._redis.hgetall(key))
+    return bool(await app.redis.hgetall(key))
 
 
 async def test_dynamodb_stream_windows(aws: Aws, broker: BrokerRunner, target: RecordingTarget) -> None:

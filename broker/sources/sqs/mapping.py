@@ -85,6 +85,7 @@ class SqsMapping:
         assert esm.UUID is not None
         assert esm.BatchSize is not None
         self.esm = esm
+        self.last_processing_result = "No records processed"  # Lambda shows it on stream mappings only
         self._function = function
         self._queue_arn = esm.EventSourceArn
         self._visibility = visibility_timeout

@@ -1,6 +1,7 @@
 """What this replica runs: one record per function and one per mapping, and read-only views of one
-part of them for the components that need only that part (the API's invokables, the follower's
-runners). Adding or removing a record is one step; no table can fall out of step with another."""
+part of them for the components that need only that part (the API's invokables, the readiness
+check's workers). Adding or removing a record is one step; no table can fall out of step with
+another."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from broker.api.invoke import Invokable
+from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
 from broker.async_invoke.worker import AsyncWorker
 from broker.invoking.function import Function
@@ -23,7 +24,7 @@ V = TypeVar("V")
 class RunningFunction:
     function: Function
     queue: AsyncQueue
-    invokable: Invokable
+    invoke_config: InvokeConfigStore
     worker: AsyncWorker | None = None  # its async queue's worker, once started
 
 
@@ -51,3 +52,17 @@ class View(Mapping[str, V], Generic[R, V]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+class Running:
+    """The records, created empty before anything that reads them, and their views."""
+
+    def __init__(self) -> None:
+        self.function_records: dict[str, RunningFunction] = {}
+        self.mapping_records: dict[str, RunningMapping] = {}
+        fns, maps = self.function_records, self.mapping_records
+        self.functions: View[RunningFunction, Function] = View(fns, lambda r: r.function)
+        self.queues: View[RunningFunction, AsyncQueue] = View(fns, lambda r: r.queue)
+        self.workers: View[RunningFunction, AsyncWorker] = View(fns, lambda r: r.worker)
+        self.runners: View[RunningMapping, MappingRunner] = View(maps, lambda r: r.runner)
+        self.kinds: View[RunningMapping, SourceKind] = View(maps, lambda r: r.kind)
