@@ -66,6 +66,24 @@ class Service:
     arn = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
 
 
+class Shard:
+    """The shard the resolver works for: sleeps on the virtual clock, records what is handed back."""
+
+    shard_id = "shardId-000000000000"
+
+    def __init__(self, clock: VirtualClock, handled: list[str]) -> None:
+        self.stopped = asyncio.Event()
+        self._clock = clock
+        self._handled = handled
+
+    async def sleep(self, seconds: float) -> bool:
+        await self._clock.sleep(seconds)
+        return True
+
+    async def handled(self, records: list[StreamRecord], lane: Lane) -> None:
+        self._handled.extend(r.sequence for r in records)
+
+
 def _record(seq: str, arrival: float) -> StreamRecord:
     record = {"kinesis": {"sequenceNumber": seq, "partitionKey": "k", "data": ""}}
     return StreamRecord(seq, "k", arrival, record, json.dumps(record).encode())
@@ -81,17 +99,10 @@ def resolver(target: Target, clock: VirtualClock, sender: Sender, handled: list[
     function = Function(name="f", arn="arn:aws:lambda:us-east-1:000000000000:function:f", timeout=5, invoker=target,
                         metrics=metrics, clock=SystemClock())
 
-    async def sleep(seconds: float) -> bool:
-        await clock.sleep(seconds)
-        return True
-
-    async def done(records: list[StreamRecord], lane: Lane) -> None:
-        handled.extend(r.sequence for r in records)
-
-    return BatchResolver(shard_id="shardId-000000000000", service=Service(), spec=spec,  # type: ignore[arg-type]
+    return BatchResolver(Shard(clock, handled), service=Service(), spec=spec,  # type: ignore[arg-type]
                          function=function, sender=sender, metrics=metrics, clock=clock,  # type: ignore[arg-type]
-                         settings=StreamSettings(backoff_base_seconds=1, backoff_max_seconds=60), sleep=sleep,
-                         stopped=asyncio.Event(), handled=done, on_result=lambda result: None)
+                         settings=StreamSettings(backoff_base_seconds=1, backoff_max_seconds=60),
+                         on_result=lambda result: None)
 
 
 def batch(clock: VirtualClock, *sequences: str, age: float = 1.0) -> list[StreamRecord]:

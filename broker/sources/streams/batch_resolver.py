@@ -8,7 +8,7 @@ errors spend one attempt each (``MaximumRetryAttempts``, -1 = forever) or, with
 response resumes from the lowest reported sequence number; records older than
 ``MaximumRecordAgeInSeconds`` are given up. What is given up goes to the on-failure destination
 (retried until delivered, or the shard waits) or, without one, is dropped and counted. Records are
-handed back to the shard consumer (``handled``) as they are done, for its checkpoint.
+handed back to the shard (``Shard.handled``) as they are done, for its checkpoint.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import asyncio
 import collections
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -36,7 +36,7 @@ from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
-from broker.sources.streams.windows import Window, response_state, state_too_large
+from broker.sources.streams.windows import response_state, state_too_large
 from broker.types import InvokeResult, StreamRecord
 
 log = structlog.get_logger("broker.streams")
@@ -58,12 +58,27 @@ class Stopped(Exception):
     """stop() arrived while a batch was being resolved."""
 
 
+class Shard(Protocol):
+    """What the resolver needs of the shard it works for (``shard_state.ShardState``)."""
+
+    @property
+    def shard_id(self) -> str: ...
+
+    @property
+    def stopped(self) -> asyncio.Event: ...
+
+    async def sleep(self, seconds: float) -> bool:
+        """Wait; False if the shard stopped meanwhile."""
+
+    async def handled(self, records: list[StreamRecord], lane: Lane) -> None:
+        """These records are done (succeeded or given up): the checkpoint may pass them."""
+
+
 class BatchResolver:
-    def __init__(self, *, shard_id: str, service: StreamService, spec: StreamMappingSpec, function: Function,
+    def __init__(self, shard: Shard, *, service: StreamService, spec: StreamMappingSpec, function: Function,
                  sender: DestinationSender, metrics: Metrics, clock: Clock, settings: StreamSettings,
-                 sleep: Callable[[float], Awaitable[bool]], stopped: asyncio.Event,
-                 handled: Callable[[list[StreamRecord], Lane], Awaitable[None]],
                  on_result: Callable[[str], None]) -> None:
+        shard_id = shard.shard_id
         self._shard_id = shard_id
         self._service = service
         self._spec = spec
@@ -71,9 +86,9 @@ class BatchResolver:
         self._sender = sender
         self._clock = clock
         self._settings = settings
-        self._sleep = sleep
-        self._stopped = stopped
-        self._handled = handled
+        self._sleep = shard.sleep
+        self._stopped = shard.stopped
+        self._handled = shard.handled
         self._on_result = on_result
         labels = (function.name, spec.uuid)
         self._m_invoked = metrics.invoked_events.labels(*labels)
@@ -244,7 +259,7 @@ class BatchResolver:
         if state_too_large(state):
             window.terminated_early = True
             await self.close_window(lane)
-            lane.window = Window(window.start, window.seconds)
+            lane.open_window(window.start, window.seconds)
         return result
 
     async def close_window(self, lane: Lane) -> None:
@@ -269,7 +284,7 @@ class BatchResolver:
             if not await self._sleep(self._backoff(retry, retry_after)):
                 raise Stopped
             retry += 1
-        lane.window = None
+        lane.end_window()
         log.info("window_closed", window_start=window.start, records=len(window.held),
                  terminated_early=window.terminated_early)
         await self._handled(window.held, lane)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from broker.batching.checkpoint_tracker import CheckpointTracker
 from broker.batching.filtering import RecordFilter
 from broker.batching.policies import backoff_delay
 from broker.batching.retrying import Stopped, retrying
@@ -25,8 +23,9 @@ from broker.clock import Clock
 from broker.errors import BrokerError
 from broker.observability.metrics import Metrics
 from broker.sources.streams.service import StreamService
-from broker.sources.streams.types import Lane, PrefetchBudget, StreamSettings
-from broker.types import ShardInfo, SourceKind, StreamRecord
+from broker.sources.streams.shard_state import ShardState
+from broker.sources.streams.types import PrefetchBudget, StreamSettings
+from broker.types import SourceKind, StreamRecord
 
 # Prefetch bound in bytes per shard: large records (up to 1 MB each in Kinesis) must not let two
 # reads of 2,000 records hold gigabytes. A read still happens whenever the buffer is below it.
@@ -45,22 +44,19 @@ def idle_pause(settings: StreamSettings, empty_reads: int) -> float:
 
 
 class ShardReader:
-    def __init__(self, *, shard: ShardInfo, service: StreamService, lanes: list[Lane], tracker: CheckpointTracker,
-                 record_filter: RecordFilter | None, start: tuple[str, float | None], checkpoint: str | None,
-                 read_size: int, settings: StreamSettings, clock: Clock, sleep: Callable[[float], Awaitable[bool]],
-                 stopped: asyncio.Event, checkpoint_now: Callable[[], Awaitable[None]], metrics: Metrics,
-                 labels: tuple[str, str], budget: PrefetchBudget | None) -> None:
-        self.shard = shard
+    def __init__(self, state: ShardState, *, service: StreamService, record_filter: RecordFilter | None,
+                 start: tuple[str, float | None], read_size: int, settings: StreamSettings, clock: Clock,
+                 metrics: Metrics, labels: tuple[str, str], budget: PrefetchBudget | None) -> None:
+        self._state = state
         self._service = service
-        self._lanes = lanes
-        self._tracker = tracker
+        self._lanes = state.lanes
+        self._tracker = state.tracker
         self._filter = record_filter
         self._start = start
         self._settings = settings
         self._clock = clock
-        self._sleep = sleep  # False once stop() came
-        self._stopped = stopped
-        self._checkpoint_now = checkpoint_now
+        self._sleep = state.sleep  # False once stop() came
+        self._stopped = state.stopped
         self._budget = budget  # shared by every shard of the replica
         # The prefetch bound is two reads, and the reader waits for room for a whole one: a bound of
         # one read made each read only as large as what the lanes had drained since the last
@@ -70,7 +66,8 @@ class ShardReader:
         self._buffered = 0
         self._buffered_bytes = 0
         self._space = asyncio.Event()
-        self._last_read = checkpoint
+        state.on_stop(self._space.set)  # a reader waiting for room looks again (and ends)
+        self._last_read = state.checkpointed
         self._opened_at: float | None = None
         self.read_to_end = False  # a closed shard was read to its last record
         self._last_call = -1e18
@@ -79,10 +76,6 @@ class ShardReader:
         self._m_polled = metrics.polled_events.labels(*labels)
         self._m_reads = metrics.stream_reads.labels(*labels)
         self._m_filtered = metrics.filtered_out_events.labels(*labels)
-
-    def wake(self) -> None:
-        """stop() came: a reader waiting for room looks again (and ends)."""
-        self._space.set()
 
     def handed_on(self, batch: list[StreamRecord]) -> None:
         """A lane is done with ``batch``: its room in the buffer (and the replica's budget) is free."""
@@ -119,7 +112,7 @@ class ShardReader:
         self._last_call = self._clock.monotonic()
         self._m_reads.inc()
         try:
-            result = await self._service.read(self.shard.shard_id, iterator, self._read_size)
+            result = await self._service.read(self._state.shard_id, iterator, self._read_size)
         except BrokerError as exc:
             # Expired or invalid iterators (the emulator answers 500) are re-opened from the last
             # record read; throttles back off.
@@ -130,7 +123,7 @@ class ShardReader:
         if result.records:
             for record in result.records:
                 self._dispatch(record)
-            await self._checkpoint_now()  # filtered-out records pass the checkpoint too
+            await self._state.write_checkpoint()  # filtered-out records pass the checkpoint too
         self._empty_reads = 0 if result.records else self._empty_reads + 1
         if result.next_iterator is None or self._at_end(self._empty_reads):
             self.read_to_end = True
@@ -157,7 +150,7 @@ class ShardReader:
     async def _open_iterator(self) -> str:
         """From the last record read (never re-delivering buffered ones), else the checkpoint,
         else the start position; a re-opened LATEST iterator resumes at the time it first opened."""
-        svc, shard = self._service, self.shard.shard_id
+        svc, shard = self._service, self._state.shard_id
         if self._last_read is not None:
             return await svc.iterator(shard, "AFTER_SEQUENCE_NUMBER", sequence=self._last_read)
         position, timestamp = self._start
@@ -200,7 +193,7 @@ class ShardReader:
     def _at_end(self, empty_reads: int) -> bool:
         """A closed shard read to its end. Services that never return a null iterator (the AWS
         emulator) are caught by the shard's ending sequence number from the listing."""
-        ending = self.shard.ending_sequence
+        ending = self._state.shard.ending_sequence
         if ending is None or empty_reads == 0:
             return False
         return (self._last_read is not None and int(self._last_read) >= int(ending)) or empty_reads >= 3

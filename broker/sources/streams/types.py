@@ -83,3 +83,10 @@ class Lane:
     def close(self) -> None:
         self.closed = True
         self.changed.set()
+
+    def open_window(self, start: float, seconds: int) -> None:
+        """A tumbling window opens (or, after one ended early, opens again with a fresh state)."""
+        self.window = Window(start, seconds)
+
+    def end_window(self) -> None:
+        self.window = None
