@@ -31,12 +31,14 @@ from broker.config.models import Config
 from broker.control.follower import RegistryFollower
 from broker.control.registry import MappingRegistry
 from broker.control.service import MappingService
+from broker.control.tags import TagStore
 from broker.destinations.lambda_route import LambdaDestinations
 from broker.destinations.sender import DestinationSender
 from broker.embedded import start_embedded_aws, start_embedded_redis
 from broker.function_factory import FunctionFactory
 from broker.observability.metrics import Metrics
 from broker.redis import client as redis_client
+from broker.redis.client import RedisClient
 from broker.redis.pipeline import AutoPipeline
 from broker.running.functions import FunctionTable
 from broker.running.mappings import MappingTable
@@ -52,7 +54,7 @@ _MAX_BODY = 7 * 1024 * 1024  # above Invoke's 6 MiB, so Lambda's own 413 answers
 class Parts:
     """The connected parts of a broker that has started."""
 
-    redis: Any
+    redis: RedisClient
     pipeline: AutoPipeline
     reservations: Reservations
     permits: Permits
@@ -142,7 +144,7 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
     api.add_routes(invoke_config_api.routes(ctx.running.function_records, **where))
     api.add_routes(concurrency_api.routes(ctx.running.functions, reservations, **where,
                                           account_limit=lambda: ctx.config().broker.account_concurrency))
-    api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, redis,
+    api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, TagStore(redis),
                                         started=ctx.started_at, **where))
     return Parts(redis=redis, pipeline=pipeline, reservations=reservations, permits=permits, aws=aws,
                  sources=sources, functions=functions, mappings=table, follower=follower, follow=follow,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import structlog
@@ -25,14 +24,15 @@ from broker.invoking.function import Function, Invoker
 from broker.invoking.http import HttpInvoker
 from broker.invoking.python import PythonInvoker, load_handler
 from broker.observability.metrics import Metrics
+from broker.redis.client import RedisClient
 from broker.runtime.host import RuntimeHost, handler_command, handler_variables
 
 log = structlog.get_logger("broker.app")
 
 
 class FunctionFactory:
-    def __init__(self, *, config: Callable[[], Config], aws: AwsClients, http: aiohttp.ClientSession, redis: Any,
-                 metrics: Metrics, clock: Clock, permits: Permits | None, replica: str,
+    def __init__(self, *, config: Callable[[], Config], aws: AwsClients, http: aiohttp.ClientSession,
+                 redis: RedisClient, metrics: Metrics, clock: Clock, permits: Permits | None, replica: str,
                  runtimes: MutableMapping[str, RuntimeHost]) -> None:
         self._config = config
         self._aws = aws

@@ -18,8 +18,7 @@ from broker.api.errors import aws_error, store_guarded
 from broker.api.routes import needs
 from broker.arns import function_arn, resolve_name
 from broker.config.models import FunctionConfig
-from broker.redis import keys
-from broker.redis.state import translated
+from broker.control.tags import TagStore
 
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
 _MAX_ITEMS = 50
@@ -69,10 +68,10 @@ def lambda_time(epoch: float) -> str:
 
 class _Api:
     def __init__(self, functions: Callable[[], Mapping[str, FunctionConfig]], reserved: Callable[[str], int | None],
-                 redis: Any, *, region: str, account: str, started: float) -> None:
+                 tags: TagStore, *, region: str, account: str, started: float) -> None:
         self._functions = functions
         self._reserved = reserved
-        self._redis = redis
+        self._tags = tags
         self._region = region
         self._account = account
         self._started = lambda_time(started)  # LastModified: when this broker loaded the config
@@ -132,7 +131,7 @@ class _Api:
         if missing:
             return missing
         out: dict[str, Any] = {"Configuration": self._config(name),
-                               "Code": {"RepositoryType": "S3", "Location": ""}, "Tags": await self._tags(name)}
+                               "Code": {"RepositoryType": "S3", "Location": ""}, "Tags": await self._tags.get(name)}
         reserved = self._reserved(name)
         if reserved is not None:
             out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
@@ -147,7 +146,7 @@ class _Api:
 
     async def list_tags(self, request: web.Request) -> web.Response:
         name, missing = self._tagged(request)
-        return missing or web.json_response({"Tags": await self._tags(name)})
+        return missing or web.json_response({"Tags": await self._tags.get(name)})
 
     async def tag(self, request: web.Request) -> web.Response:
         name, missing = self._tagged(request)
@@ -160,7 +159,7 @@ class _Api:
         tags = body.get("Tags") if isinstance(body, dict) else None
         if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
             return aws_error(400, "InvalidParameterValueException", "Tags must be a map of strings to strings")
-        await self._write_tags(name, tags)
+        await self._tags.put(name, tags)
         return web.Response(status=204)
 
     async def untag(self, request: web.Request) -> web.Response:
@@ -169,27 +168,10 @@ class _Api:
             return missing
         keys = request.query.getall("tagKeys", [])
         if keys:
-            await self._delete_tags(name, keys)
+            await self._tags.delete(name, keys)
         return web.Response(status=204)
 
-    def _key(self, name: str) -> str:
-        return keys.tags(name)
 
-    @translated
-    async def _tags(self, name: str) -> dict[str, str]:
-        raw = await self._redis.hgetall(self._key(name))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    @translated
-    async def _write_tags(self, name: str, tags: dict[str, str]) -> None:
-        if tags:
-            await self._redis.hset(self._key(name), mapping=tags)
-
-    @translated
-    async def _delete_tags(self, name: str, keys: list[str]) -> None:
-        await self._redis.hdel(self._key(name), *keys)
-
-
-def routes(functions: Callable[[], Mapping[str, FunctionConfig]], reserved: Callable[[str], int | None], redis: Any,
+def routes(functions: Callable[[], Mapping[str, FunctionConfig]], reserved: Callable[[str], int | None], tags: TagStore,
            *, region: str, account: str, started: float) -> list[web.RouteDef]:
-    return _Api(functions, reserved, redis, region=region, account=account, started=started).routes()
+    return _Api(functions, reserved, tags, region=region, account=account, started=started).routes()

@@ -22,6 +22,7 @@ from broker.clock import Clock
 from broker.config.models import EventInvokeConfigSpec
 from broker.errors import BrokerError
 from broker.redis import keys
+from broker.redis.client import RedisClient
 from broker.redis.state import translated
 
 log = structlog.get_logger("broker.async")
@@ -45,7 +46,7 @@ _DEFAULTS = EventInvokeConfigSpec()  # read on every event: built once
 
 
 class InvokeConfigStore:
-    def __init__(self, redis: Any, function: str, file_config: EventInvokeConfigSpec | None, *,
+    def __init__(self, redis: RedisClient, function: str, file_config: EventInvokeConfigSpec | None, *,
                  clock: Clock, loaded_at: float) -> None:
         self._redis = redis
         self.key = keys.invoke_config(function)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.redis import keys
+from broker.redis.client import RedisClient
 from broker.redis.pipeline import AutoPipeline, ScriptBatch
 from broker.redis.state import create_group, lua, translated
 
@@ -59,7 +60,7 @@ class AsyncEvent:
 class AsyncQueue:
     """The queue of one function."""
 
-    def __init__(self, redis: Any, function: str, pipeline: AutoPipeline | None = None) -> None:
+    def __init__(self, redis: RedisClient, function: str, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
         self._pipeline = pipeline or AutoPipeline(redis)  # concurrent enqueues and finishes share round trips
         self.stream = keys.async_events(function)
@@ -84,7 +85,7 @@ class AsyncQueue:
     @translated
     async def read(self, consumer: str, count: int, block_ms: int, *, pending: bool = False) -> list[AsyncEvent]:
         """New entries for ``consumer`` (or, with ``pending``, its own unacknowledged ones)."""
-        reply = await self._redis.xreadgroup(GROUP, consumer, {self.stream: "0" if pending else ">"},
+        reply: Any = await self._redis.xreadgroup(GROUP, consumer, {self.stream: "0" if pending else ">"},
                                              count=count, block=None if pending else block_ms)
         return [self._event(eid, fields) for _, entries in (reply or []) for eid, fields in entries if fields]
 

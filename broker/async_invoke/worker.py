@@ -27,8 +27,6 @@ import structlog
 
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncEvent, AsyncQueue
-from broker.batching.policies import backoff_delay
-from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.config.models import FunctionConfig
 from broker.destinations.failure_records import async_record
@@ -36,6 +34,7 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError, InvokeError, StateLost
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
+from broker.retrying import backoff_delay, retrying
 
 log = structlog.get_logger("broker.async")
 

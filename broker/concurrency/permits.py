@@ -31,6 +31,7 @@ import structlog
 from broker.clock import Clock
 from broker.errors import InvokeError, StateStoreError, TargetThrottled
 from broker.redis import keys
+from broker.redis.client import RedisClient
 from broker.redis.pipeline import AutoPipeline, ScriptBatch
 from broker.redis.state import guarded, lua, translated
 
@@ -70,7 +71,7 @@ UNCONTENDED = Grant()
 
 
 class Permits:
-    def __init__(self, redis: Any, pools: Callable[[str], Pool], *, clock: Clock, replica: str,
+    def __init__(self, redis: RedisClient, pools: Callable[[str], Pool], *, clock: Clock, replica: str,
                  ttl_seconds: float = 30.0, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
         self._pipeline = pipeline or AutoPipeline(redis)  # acquires and releases of concurrent work go together

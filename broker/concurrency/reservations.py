@@ -12,7 +12,6 @@ reservations at acquire time, so a change applies to the next invocation.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import structlog
 
@@ -21,6 +20,7 @@ from broker.config.models import FunctionConfig
 from broker.config.rules import MIN_UNRESERVED_CONCURRENCY
 from broker.errors import BrokerError, ReservationRefused
 from broker.redis import keys
+from broker.redis.client import RedisClient, raw
 from broker.redis.state import translated
 
 log = structlog.get_logger("broker.permits")
@@ -29,7 +29,7 @@ _NONE = "none"
 
 
 class Reservations:
-    def __init__(self, redis: Any, functions: Callable[[], Mapping[str, FunctionConfig]],
+    def __init__(self, redis: RedisClient, functions: Callable[[], Mapping[str, FunctionConfig]],
                  account_limit: Callable[[], int]) -> None:
         self._redis = redis
         self._functions = functions  # the current config's functions (a reload applies at once)
@@ -81,7 +81,7 @@ class Reservations:
 
     @translated
     async def _read(self) -> dict[bytes, bytes]:
-        return dict(await self._redis.hgetall(KEY))
+        return {raw(k): raw(v) for k, v in (await self._redis.hgetall(KEY)).items()}
 
     @translated
     async def put(self, function: str, reserved: int) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.redis import keys
+from broker.redis.client import RedisClient
 from broker.redis.state import translated
 
 KEY = keys.MAPPINGS
@@ -34,7 +35,7 @@ class StoredMapping:
 
 
 class MappingRegistry:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     @translated

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from broker.errors import BrokerError, StateStoreError
+from broker.redis.client import RedisClient
 from broker.redis.state import guarded
 
 
-async def problems(*, draining: bool, started: bool, redis: Any, workers: Mapping[str, Any],
+async def problems(*, draining: bool, started: bool, redis: RedisClient | None, workers: Mapping[str, Any],
                    aws: Callable[[], Awaitable[None]] | None) -> list[str]:
     """``aws``: one cheap call to a mapping's source (raises BrokerError if AWS does not answer)."""
     found: list[str] = []

@@ -27,6 +27,7 @@ from broker.redaction import redact_url
 
 SOCKET_TIMEOUT_SECONDS = 10.0  # above the longest blocking read (XREADGROUP BLOCK 1 s)
 CONNECT_TIMEOUT_SECONDS = 5.0
+RedisClient = aioredis.Redis | RedisCluster  # what ``connected`` yields
 MAX_CONNECTIONS = 64  # a thousand shard consumers wait for one of these instead of opening their own
 _SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
@@ -70,6 +71,16 @@ def parse(url: str) -> RedisTarget:
     elif parts:
         raise _bad(f"{redact_url(url)!r}: a Redis Cluster has no databases; drop the path")
     return RedisTarget(kind, url, hosts, unquote(username) or None, unquote(password) or None, tls, master, db)
+
+
+def text(reply: bytes | str) -> str:
+    """A reply as text: the client answers bytes (redis-py's types also allow str)."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def raw(reply: bytes | str) -> bytes:
+    """A reply as bytes, as the client answers it."""
+    return reply.encode() if isinstance(reply, str) else reply
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from broker.redis.client import RedisClient
+
 
 class DirectLink:
     """Round trips on connections of a single-node client's own pool (one Redis server, or a
@@ -30,7 +32,7 @@ class DirectLink:
         self._idle: list[Any] = []
 
     @staticmethod
-    def supports(redis: Any) -> bool:
+    def supports(redis: RedisClient) -> bool:
         return isinstance(redis, aioredis.Redis) and not getattr(redis, "single_connection_client", False)
 
     async def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -80,7 +82,8 @@ class AutoPipeline:
     restarted or flushed) reloads the script and runs that call again on its own.
     """
 
-    def __init__(self, redis: Any, *, max_batch: int = 256, max_in_flight: int = 2, direct: bool = True) -> None:
+    def __init__(self, redis: RedisClient, *, max_batch: int = 256, max_in_flight: int = 2,
+                 direct: bool = True) -> None:
         self._redis = redis
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
@@ -88,7 +91,8 @@ class AutoPipeline:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._link = DirectLink(redis.connection_pool) if direct and DirectLink.supports(redis) else None
+        self._link = (DirectLink(redis.connection_pool)
+                      if direct and isinstance(redis, aioredis.Redis) and DirectLink.supports(redis) else None)
         self.round_trips = 0
 
     async def execute(self, *args: Any) -> Any:

@@ -8,13 +8,14 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from broker.errors import StateLost, StateStoreError
 from broker.redis import keys
+from broker.redis.client import RedisClient
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,7 +39,7 @@ async def guarded(call: Awaitable[T]) -> T:
         raise state_error(exc) from exc
 
 
-async def create_group(redis: Any, stream: str, group: str) -> bool:
+async def create_group(redis: RedisClient, stream: str, group: str) -> bool:
     """A consumer group from the stream's start (nothing queued is skipped), the stream made if
     missing; True if it had to be created, False if it was there."""
     try:
@@ -70,9 +71,9 @@ class StateMarker:
 
     KEY = keys.STATE
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._seen: bytes | None = None
+        self._seen: bytes | str | None = None
 
     async def lost(self) -> bool:
         """True once per loss; raises redis-py errors while Redis is away."""
@@ -90,7 +91,7 @@ class Heartbeat:
     intervals); and, on each beat, the state marker compared, to notice a Redis that lost the
     broker's keys."""
 
-    def __init__(self, redis: Any, *, replica: str, version: str, started: float, interval: float,
+    def __init__(self, redis: RedisClient, *, replica: str, version: str, started: float, interval: float,
                  mappings: Callable[[], Sequence[str]], on_lost: Callable[[], None]) -> None:
         self._redis = redis
         self._key = keys.replica(replica)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 from broker.async_invoke.invoke_config import InvokeConfigStore
 from broker.async_invoke.queue import AsyncQueue
@@ -16,13 +15,15 @@ from broker.config.models import Config, FunctionConfig
 from broker.destinations.sender import DestinationSender
 from broker.function_factory import FunctionFactory
 from broker.observability.metrics import Metrics
+from broker.redis.client import RedisClient
+from broker.redis.pipeline import AutoPipeline
 from broker.running.records import Running, RunningFunction
 from broker.running.tasks import Tasks
 
 
 class FunctionTable:
-    def __init__(self, running: Running, *, config: Callable[[], Config], factory: FunctionFactory, redis: Any,
-                 pipeline: Any, sender: DestinationSender, reservations: Reservations, tasks: Tasks,
+    def __init__(self, running: Running, *, config: Callable[[], Config], factory: FunctionFactory, redis: RedisClient,
+                 pipeline: AutoPipeline, sender: DestinationSender, reservations: Reservations, tasks: Tasks,
                  metrics: Metrics, clock: Clock, replica: str) -> None:
         self._records = running.function_records
         self._config = config

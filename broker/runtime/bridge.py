@@ -26,9 +26,11 @@ from typing import Any
 
 import structlog
 
-from broker.errors import StateStoreError, TargetThrottled, TargetUnreachable
+from broker.errors import BrokerError, StateStoreError, TargetThrottled, TargetUnreachable
 from broker.redis import keys
+from broker.redis.client import RedisClient, raw
 from broker.redis.state import guarded
+from broker.retrying import Stopped, retrying
 from broker.runtime.dispatch import Dispatcher
 from broker.types import InvokeContext, InvokeResult
 
@@ -38,7 +40,8 @@ _BLOCK_SECONDS = 1
 
 
 class ReplicaBridge:
-    def __init__(self, redis: Any, *, function: str, replica: str, dispatcher: Dispatcher, init_timeout: float) -> None:
+    def __init__(self, redis: RedisClient, *, function: str, replica: str, dispatcher: Dispatcher,
+                 init_timeout: float) -> None:
         self._redis = redis
         self._function = function
         self._queue = keys.runtime_queue(function)
@@ -97,15 +100,22 @@ class ReplicaBridge:
             await asyncio.sleep(0)  # let it queue locally before idleness is judged again
 
     async def _pop(self, key: str, unavailable: str) -> bytes | None:
-        """The next entry of ``key`` (a blocking pop of a second); None if none came, or Redis is away
-        (said as ``unavailable``, then a second's pause)."""
+        """The next entry of ``key`` (a blocking pop of a second); None if none came or the bridge
+        stopped. While Redis is away it is said as ``unavailable`` and tried again each second."""
         try:
-            reply = await guarded(self._redis.blpop([key], timeout=_BLOCK_SECONDS))
-        except StateStoreError as exc:
-            log.warning(unavailable, error=str(exc))
-            await asyncio.sleep(1.0)
+            reply = await retrying(lambda: guarded(self._redis.blpop([key], timeout=_BLOCK_SECONDS)),
+                                   retryable=lambda e: isinstance(e, BrokerError) and e.retryable,
+                                   delay=lambda _n, _e: 1.0, pause=self._pause,
+                                   before_wait=lambda e, _n, _s: log.warning(unavailable, error=str(e)))
+        except Stopped:
             return None
-        return None if reply is None else bytes(reply[1])
+        return None if reply is None else raw(reply[1])
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, cut short by stop(): False if it came."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        return not self._stopped.is_set()
 
     async def _run_here(self, raw: bytes) -> None:
         doc = json.loads(raw)

@@ -24,6 +24,7 @@ from aiohttp import web
 from broker.batching.envelope import MAX_PAYLOAD_BYTES
 from broker.errors import StartupError
 from broker.observability.metrics import Metrics
+from broker.redis.client import RedisClient
 from broker.runtime.bridge import ReplicaBridge
 from broker.runtime.dispatch import Dispatcher
 from broker.runtime.environments import Environment, error_body
@@ -41,7 +42,7 @@ class RuntimeHost:
     def __init__(self, *, function: str, function_arn: str, region: str, metrics: Metrics, host: str,
                  api_port: int | None, command: Sequence[str] | None, handler: str, working_directory: Path,
                  variables: dict[str, str], memory_mb: int, max_environments: int, provisioned: int,
-                 idle_seconds: float, init_timeout: float, redis: Any = None, replica: str = "") -> None:
+                 idle_seconds: float, init_timeout: float, redis: RedisClient | None = None, replica: str = "") -> None:
         self.function = function
         self._arn = function_arn
         self._region = region

@@ -13,8 +13,6 @@ import structlog
 
 from broker.arns import parse_arn, source_kind
 from broker.aws.clients import AwsClients, call
-from broker.batching.policies import backoff_delay
-from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.config import wording
 from broker.config.models import Config, EventSourceMapping
@@ -22,6 +20,9 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import AwsError, BrokerError, StartupError
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
+from broker.redis.client import RedisClient
+from broker.redis.pipeline import AutoPipeline
+from broker.retrying import backoff_delay, retrying
 from broker.sources.mapping import Source
 from broker.sources.sqs.mapping import SqsMapping, SqsSettings
 from broker.sources.streams.checkpoints import CheckpointStore
@@ -38,7 +39,7 @@ T = TypeVar("T")
 
 
 class SourceFactory:
-    def __init__(self, *, config: Callable[[], Config], aws: AwsClients, redis: Any, pipeline: Any,
+    def __init__(self, *, config: Callable[[], Config], aws: AwsClients, redis: RedisClient, pipeline: AutoPipeline,
                  sender: DestinationSender, metrics: Metrics, clock: Clock, replica: str, prefetch: PrefetchBudget,
                  stopping: asyncio.Event) -> None:
         self._config = config  # the current config (a reload applies to the next mapping built)

@@ -13,11 +13,11 @@ from typing import Protocol
 import structlog
 from prometheus_client import CollectorRegistry
 
-from broker.batching.policies import backoff_delay
 from broker.clock import Clock, SystemClock
 from broker.config.models import EventSourceMapping
 from broker.errors import describe, only_broker_errors
 from broker.observability.metrics import Metrics
+from broker.retrying import backoff_delay
 
 log = structlog.get_logger("broker.mapping")
 _RESTART_BASE_SECONDS = 1.0

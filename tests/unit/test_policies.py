@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from broker.batching.policies import backoff_delay
+from broker.retrying import backoff_delay
 
 
 def test_backoff_grows_and_caps() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.batching.retrying import Stopped, retrying
+from broker.retrying import Stopped, retrying
 
 
 class Flaky:

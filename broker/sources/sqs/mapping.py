@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -43,13 +44,12 @@ import structlog
 from broker.batching.envelope import ENVELOPE_BYTES, MAX_PAYLOAD_BYTES, compact, records_event
 from broker.batching.filtering import RecordFilter, decode_json_object
 from broker.batching.partial_failures import parse_item_failures
-from broker.batching.policies import backoff_delay
-from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.config.models import EventSourceMapping
 from broker.errors import BrokerError, InvokeError, TargetThrottled
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
+from broker.retrying import Stopped, backoff_delay, retrying
 from broker.sources.sqs.queue import MAX_RECEIVE, SqsQueue
 from broker.sources.sqs.records import sqs_record
 from broker.types import InvokeResult, SqsMessage
@@ -164,24 +164,30 @@ class SqsMapping:
 
     async def _poll(self) -> None:
         carry: list[SqsMessage] = []
-        failures = 0  # permit refusals or failed receives in a row (the backoff exponent)
         idle = False
+        retired = False
+
+        async def pause(seconds: float) -> bool:
+            """Wait out a failure; a poller above the mapping's floor retires instead (False)."""
+            nonlocal retired
+            retired = self._retire()
+            if not retired:
+                await self._clock.sleep(seconds)
+            return not retired and not self._stop.is_set()
+
         try:
             while not self._stop.is_set():
                 if idle:  # let waiting consumers of the same pool take the permit between idle polls
                     await self._clock.sleep(random.uniform(0.05, 0.25))
                     idle = False
-                try:
-                    outcome, carry = await self._round(carry)
-                except BrokerError as exc:  # Redis or SQS away, or no permit free: back off, never die
-                    if not exc.retryable:
-                        raise
-                    if self._retire():
+                try:  # Redis or SQS away, or no permit free: back off, never die
+                    outcome, carry = await retrying(
+                        functools.partial(self._round, carry), pause=pause,
+                        retryable=lambda e: isinstance(e, BrokerError) and e.retryable, delay=self._failure_delay)
+                except Stopped:
+                    if retired:
                         return
-                    await self._clock.sleep(self._failure_pause(exc, failures))
-                    failures += 1
-                    continue
-                failures = 0
+                    break
                 if outcome is _Round.STOPPED:
                     break
                 if outcome is _Round.EMPTY:
@@ -196,7 +202,8 @@ class SqsMapping:
         self._pollers -= 1
         self._m_pollers.set(max(self._pollers, 0))
 
-    def _failure_pause(self, exc: BrokerError, failures: int) -> float:
+    def _failure_delay(self, failures: int, exc: BaseException) -> float:
+        """The pause after ``failures`` permit refusals or failed receives in a row."""
         settings = self._settings
         if isinstance(exc, TargetThrottled):  # asked for again soon: the pool frees up as batches end
             log.info("poller_throttled", reason=exc.reason)

@@ -25,15 +25,14 @@ import structlog
 
 from broker.batching.envelope import records_event
 from broker.batching.partial_failures import parse_item_failures
-from broker.batching.policies import backoff_delay
-from broker.batching.retrying import Stopped as Waiting
-from broker.batching.retrying import retrying
 from broker.clock import Clock
 from broker.destinations.failure_records import response_context, s3_failure_key, stream_failure_record
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
+from broker.retrying import Stopped as Waiting
+from broker.retrying import backoff_delay, retrying
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.sources.streams.windows import response_state, state_too_large
@@ -56,6 +55,12 @@ class _Work:
 
 class Stopped(Exception):
     """stop() arrived while a batch was being resolved."""
+
+
+class _FinalInvokeFailed(BrokerError):
+    """A tumbling window's final invocation answered a function error: tried again until it succeeds."""
+
+    retryable = True
 
 
 class Shard(Protocol):
@@ -166,30 +171,36 @@ class BatchResolver:
 
     async def _invoke(self, w: _Work) -> InvokeResult | None:
         """Invoke until the function runs; throttles and system errors spend no attempt. None when
-        records aged past MaximumRecordAgeInSeconds meanwhile; _Stopped on stop()."""
+        records aged past MaximumRecordAgeInSeconds meanwhile; Stopped on stop()."""
         window = w.lane.window
         payload = (window.event(w.records, shard_id=self._shard_id, source_arn=self._service.arn)
                    if window else records_event(r.encoded for r in w.records))
-        retry = 0
-        while True:
+
+        async def attempt() -> InvokeResult:
             w.request_id = str(uuid.uuid4())
             self._m_age.set(max(0.0, self._clock.time() - w.records[-1].arrival))
-            try:
-                result = await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS)
-            except BrokerError as exc:  # throttled, unreachable, or Redis away for the permit: no attempt spent
-                if not exc.retryable:
-                    raise
-                if self._expired_prefix(w.records):
-                    return None
-                log.info("invoke_retry_scheduled", records=len(w.records), reason=type(exc).__name__)
-                if not await self._sleep(self._backoff(retry, getattr(exc, "retry_after", None))):
-                    raise Stopped from exc
-                retry += 1
-                continue
-            w.invokes += 1
-            w.last = result
-            self._m_invoked.inc(len(w.records))
-            return result
+            return await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS)
+
+        def aged(exc: BaseException) -> bool:  # a retryable failure, but records aged out meanwhile
+            return isinstance(exc, BrokerError) and exc.retryable and bool(self._expired_prefix(w.records))
+
+        try:  # throttled, unreachable, or Redis away for the permit: no attempt spent
+            result = await retrying(
+                attempt, pause=self._sleep,
+                retryable=lambda e: isinstance(e, BrokerError) and e.retryable and not aged(e),
+                delay=lambda n, e: self._backoff(n, getattr(e, "retry_after", None)),
+                before_wait=lambda e, _n, _s: log.info("invoke_retry_scheduled", records=len(w.records),
+                                                       reason=type(e).__name__))
+        except Waiting as exc:
+            raise Stopped from exc
+        except BrokerError as exc:
+            if aged(exc):
+                return None
+            raise
+        w.invokes += 1
+        w.last = result
+        self._m_invoked.inc(len(w.records))
+        return result
 
     @staticmethod
     def _log_invoked(w: _Work, result: InvokeResult, failed: frozenset[str] | None) -> None:
@@ -269,21 +280,19 @@ class BatchResolver:
         if window is None:
             return
         payload = window.event([], shard_id=self._shard_id, source_arn=self._service.arn, final=True)
-        retry = 0
-        while True:
-            try:
-                result = await self._function.invoke(payload, wait_seconds=PERMIT_WAIT_SECONDS)
-                if result.ok:
-                    break
+
+        async def final() -> None:
+            result = await self._function.invoke(payload, wait_seconds=PERMIT_WAIT_SECONDS)
+            if not result.ok:
                 log.warning("window_final_invoke_failed", window_start=window.start, error=result.function_error)
-                retry_after = None
-            except BrokerError as exc:
-                if not exc.retryable:
-                    raise
-                retry_after = getattr(exc, "retry_after", None)
-            if not await self._sleep(self._backoff(retry, retry_after)):
-                raise Stopped
-            retry += 1
+                raise _FinalInvokeFailed(result.function_error or "")
+
+        try:
+            await retrying(final, pause=self._sleep,
+                           retryable=lambda e: isinstance(e, BrokerError) and e.retryable,
+                           delay=lambda n, e: self._backoff(n, getattr(e, "retry_after", None)))
+        except Waiting as exc:
+            raise Stopped from exc
         lane.end_window()
         log.info("window_closed", window_start=window.start, records=len(window.held),
                  terminated_early=window.terminated_early)

@@ -16,9 +16,9 @@ proof, and the hashes stay as small as the stream's open shards.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from broker.redis import keys
+from broker.redis.client import RedisClient, text
 from broker.redis.pipeline import AutoPipeline
 from broker.redis.state import lua, translated
 from broker.sources.streams.leases import Fence
@@ -27,7 +27,7 @@ SHARD_END = "SHARD_END"
 
 
 class CheckpointStore:
-    def __init__(self, redis: Any, mapping_uuid: str, pipeline: AutoPipeline | None = None) -> None:
+    def __init__(self, redis: RedisClient, mapping_uuid: str, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
         self._pipeline = pipeline or AutoPipeline(redis)  # every shard's checkpoint writes share round trips
         self._checkpoints = keys.checkpoints(mapping_uuid)
@@ -44,7 +44,7 @@ class CheckpointStore:
     @translated
     async def all(self) -> dict[str, str]:
         raw = await self._redis.hgetall(self._checkpoints)
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
 
     @translated
     async def put(self, shard_id: str, sequence: str, fence: Fence | None = None) -> bool:
@@ -71,4 +71,4 @@ class CheckpointStore:
         await self._redis.hsetnx(self._meta, "initial_shards", json.dumps(sorted(current)))
         await self._redis.hsetnx(self._meta, "started_at", str(now))
         raw = await self._redis.hget(self._meta, "initial_shards")
-        return set(json.loads(raw))
+        return set(json.loads(raw or "[]"))

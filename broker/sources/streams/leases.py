@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.redis import keys
+from broker.redis.client import RedisClient
 from broker.redis.state import lua, translated
 
 
@@ -28,7 +29,7 @@ class Fence:
 
 
 class LeaseTable:
-    def __init__(self, redis: Any, mapping_uuid: str, replica: str, ttl_seconds: float) -> None:
+    def __init__(self, redis: RedisClient, mapping_uuid: str, replica: str, ttl_seconds: float) -> None:
         self.keys = keys.leases(mapping_uuid)
         self._replicas = keys.mapping_replicas(mapping_uuid)
         self._redis = redis

@@ -17,11 +17,10 @@ from typing import Any
 import structlog
 
 from broker.batching.filtering import RecordFilter
-from broker.batching.policies import backoff_delay
-from broker.batching.retrying import Stopped, retrying
 from broker.clock import Clock
 from broker.errors import BrokerError
 from broker.observability.metrics import Metrics
+from broker.retrying import Stopped, backoff_delay, retrying
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.shard_state import ShardState
 from broker.sources.streams.types import PrefetchBudget, StreamSettings

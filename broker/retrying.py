@@ -2,7 +2,7 @@
 
 Every loop that retries what failed for a reason outside the broker (AWS unreachable, Redis away,
 a throttled target, a destination that refuses) goes through ``retrying``: the caller says which
-failures are worth another try, how long to wait before attempt n (``policies.backoff_delay``), how to
+failures are worth another try, how long to wait before attempt n (``backoff_delay``), how to
 wait (its clock, cut short by its stop: ``pause`` answers False, and ``Stopped`` ends the loop), what
 to say before each wait, and, where a deadline applies, when the next wait would come too late (the
 failure is then raised as it is).
@@ -10,12 +10,22 @@ failure is then raised as it is).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 T = TypeVar("T")
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential from ``base`` to ``cap``
+    with full jitter on the upper half; a target's ``Retry-After`` is a floor."""
+    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    delay = ceiling / 2 + (rng or random).random() * ceiling / 2
+    return float(max(delay, retry_after or 0.0))
 
 
 class Stopped(Exception):
