@@ -6,7 +6,6 @@ delivered later without invoking the function again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,28 +18,11 @@ from broker.errors import AwsError, TargetThrottled
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
 from broker.types import InvokeContext, InvokeResult
+from tests.unit.virtual_clock import VirtualClock
 
 DLQ = "arn:aws:sqs:us-east-1:000000000000:dlq"
 ON_FAILURE = "arn:aws:sqs:us-east-1:000000000000:failed"
 START = 1_000_000.0
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
-
-    def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
-        raise NotImplementedError
 
 
 class QueueTwin:
@@ -129,7 +111,7 @@ class Target:
 
 async def drain(target: Target, *events: AsyncEvent, sender: Sender | None = None, reserved: int | None = None,
                 age: int = 21600, dlq: bool = True) -> tuple[QueueTwin, Sender]:
-    clock = VirtualClock()
+    clock = VirtualClock(START)
     queue = QueueTwin(clock, list(events))
     sender = sender or Sender()
     metrics = Metrics()

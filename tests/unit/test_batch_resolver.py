@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,25 +15,9 @@ from broker.observability.metrics import Metrics
 from broker.sources.streams.batch_resolver import BatchResolver
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.types import InvokeContext, InvokeResult, SourceKind, StreamRecord
+from tests.unit.virtual_clock import VirtualClock
 
 DESTINATION = "arn:aws:sqs:us-east-1:000000000000:failed"
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
-        raise NotImplementedError
 
 
 class Target:
