@@ -16,7 +16,17 @@ from broker.app import App
 from broker.config import load_config
 from broker.embedded import RedisServer
 from broker.observability.metrics import Metrics
-from tests.servers import ACCOUNT, Aws, Kinesalite, MotoServer, RecordingTarget
+from tests.servers import ACCOUNT, Aws, Kinesalite, MotoServer, RecordingTarget, prepare_node_packages
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run beyond the unit tests installs its npm packages from the start, beside the first tests
+    (under xdist, once, in the controller); the tests that need them wait for them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    if all(Path(a).resolve().is_relative_to(Path(__file__).parent / "unit") for a in session.config.args):
+        return
+    prepare_node_packages()
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +50,7 @@ def kinesalite() -> Iterator[Kinesalite]:
     why = Kinesalite.missing()
     if why:
         pytest.skip(why)
-    server = Kinesalite(Path(__file__).resolve().parent.parent / ".cache" / "kinesalite")
+    server = Kinesalite()
     server.start()
     yield server
     server.stop()

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -212,29 +213,50 @@ async def put_records(aws: Aws, stream: str, items: list[tuple[str, bytes]]) -> 
     return seqs
 
 
-def npm_install(prefix: Path, package: str, script: Path) -> str | None:
-    """``npm install package`` into ``prefix`` unless ``script`` is there already; parallel test
-    workers take turns (a file lock), so one installs and the others find it. Why it failed, or None."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    with (prefix.parent / f"{prefix.name}.lock").open("w") as lock:
+CACHE = Path(__file__).resolve().parent.parent / ".cache"  # npm packages the tests run, installed once
+NODE_PACKAGES = {"kinesalite": ("kinesalite@3", "node_modules/kinesalite/cli.js"),
+                 "aws-lambda-ric": ("aws-lambda-ric@4", "node_modules/aws-lambda-ric/index.mjs")}
+
+
+def npm_install(name: str) -> tuple[Path, str | None]:
+    """One of ``NODE_PACKAGES`` installed into ``.cache/<name>``: its script, and why it failed (or
+    None). Parallel test workers take turns (a file lock), so one installs and the others find it;
+    an install is complete only once its marker is written, so one cut short is done again."""
+    package, script = NODE_PACKAGES[name]
+    prefix = CACHE / name
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if script.exists():
-            return None
+        done = prefix / ".installed"
+        if done.exists():
+            return prefix / script, None
+        shutil.rmtree(prefix, ignore_errors=True)
+        prefix.mkdir()
         result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), package],
-                                capture_output=True, text=True, timeout=600, check=False)
-        if result.returncode != 0 or not script.exists():
-            return f"{package} did not install: {result.stderr.strip().splitlines()[-1:]}"
-        return None
+                                capture_output=True, text=True, timeout=900, check=False)
+        if result.returncode != 0 or not (prefix / script).exists():
+            return prefix / script, f"{package} did not install: {result.stderr.strip().splitlines()[-1:]}"
+        done.write_text(package)
+        return prefix / script, None
+
+
+def prepare_node_packages() -> None:
+    """Install every npm package the tests run, side by side, ahead of the tests that need them."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        return
+    threads = [threading.Thread(target=npm_install, args=(name,), daemon=True) for name in NODE_PACKAGES]
+    for thread in threads:
+        thread.start()
 
 
 class Kinesalite:
     """kinesalite (npm) under the machine's node: faithful on shard ends and resharding, where the
     AWS emulator is not. Installed on first use into .cache/kinesalite."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self) -> None:
+        self.root = CACHE / "kinesalite"
         self.port = free_port()
-        self._jumps = root / f"clock-{self.port}.jumps"  # how many times its clock has moved on
+        self._jumps = CACHE / f"kinesalite-clock-{self.port}.jumps"  # how many times its clock has moved on
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -250,12 +272,11 @@ class Kinesalite:
         return None
 
     def start(self) -> None:
-        script = self.root / "node_modules" / "kinesalite" / "cli.js"
-        why = npm_install(self.root, "kinesalite@3", script)
+        script, why = npm_install("kinesalite")
         if why:
             raise RuntimeError(why)
         # kinesalite reads Date.now(); SIGUSR2 moves it 301 s on and writes how many times it has
-        clock = self.root / f"clock-{self.port}.js"  # one per server: parallel test workers each start one
+        clock = CACHE / f"kinesalite-clock-{self.port}.js"  # one per server: parallel test workers each start one
         self._jumps.write_text("0")
         clock.write_text("const fs = require('fs'); const real = Date.now; let jumps = 0;\n"
                          "Date.now = () => real() + jumps * 301000;\n"

@@ -1,6 +1,6 @@
 """A second runtime: AWS's Node.js runtime interface client (npm's ``aws-lambda-ric``, unmodified)
 as an external environment started by the test, and as managed environments the broker starts.
-Installed on first use into ``.cache/aws-lambda-ric``; skipped with the reason if Node or npm is
+Installed once into ``.cache/aws-lambda-ric`` (from the start of a run, see conftest); skipped with the reason if Node or npm is
 missing or the package cannot be installed."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from tests.conftest import BrokerRunner
 from tests.servers import npm_install
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache" / "aws-lambda-ric"
 HANDLERS = ROOT / "tests" / "handlers" / "node"
+# The first test waits for the package's install (a native build: about two minutes on two busy cores).
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,7 @@ def node_ric() -> Path:
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not on PATH: the Node runtime client test needs Node.js")
-    script = CACHE / "node_modules" / "aws-lambda-ric" / "index.mjs"
-    why = npm_install(CACHE, "aws-lambda-ric@4", script)
+    script, why = npm_install("aws-lambda-ric")
     if why:
         pytest.skip(why)
     return script
