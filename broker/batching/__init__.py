@@ -1,1 +1,2 @@
-"""Pure batch logic: cutting batches, filters, partial-failure responses, retry decisions."""
+"""Pure batch logic: the Lambda event envelope and its 6 MiB limit, filters, partial-failure
+responses, the checkpoint tracker."""

@@ -1,1 +1,2 @@
-"""Event sources: SQS pollers (and, later, stream shard consumers)."""
+"""Event sources: SQS pollers (``sqs/``) and stream shard consumers (``streams/``), each run by a
+``mapping.MappingRunner``, built by ``factory``."""
