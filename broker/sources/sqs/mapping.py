@@ -32,6 +32,7 @@ Shutdown and pause
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import functools
 import math
@@ -41,7 +42,7 @@ from typing import Any
 
 import structlog
 
-from broker.batching.envelope import ENVELOPE_BYTES, MAX_PAYLOAD_BYTES, compact, records_event
+from broker.batching.envelope import Cut, compact, records_event
 from broker.batching.filtering import RecordFilter, decode_json_object
 from broker.batching.partial_failures import parse_item_failures
 from broker.clock import Clock
@@ -245,21 +246,16 @@ class SqsMapping:
 
         The window opens when the first message is in hand (an idle long poll does not count).
         While others wait for the permit held (``contended``) the idle long poll is short."""
-        messages: list[SqsMessage] = []
-        size = ENVELOPE_BYTES
-        pending = list(carry)
+        cut: Cut[SqsMessage] = Cut(self._batch_size)
+        messages = cut.records
+        pending = collections.deque(carry)
         deadline: float | None = None
         deep = False  # the last receive came back full: the queue has more
         while True:
-            while pending and len(messages) < self._batch_size:
-                nxt = pending[0]
-                if messages and size + len(nxt.encoded) + 1 > MAX_PAYLOAD_BYTES:
-                    return messages, pending
-                messages.append(pending.pop(0))
-                size += len(nxt.encoded) + 1
-            if pending or len(messages) >= self._batch_size:
-                return messages, pending
-            want = self._batch_size - len(messages)
+            cut.take(pending)
+            if pending or cut.full:
+                return messages, list(pending)
+            want = cut.room
             if not messages:
                 wait = self._settings.wait_time_seconds
                 raw = await self._queue.receive(min(MAX_RECEIVE, want),
@@ -272,13 +268,13 @@ class SqsMapping:
                     deadline = messages[0].received_at + self._window
                 remaining = deadline - self._clock.monotonic()
                 if remaining <= 0 or self._stop.is_set():
-                    return messages, pending
+                    return messages, list(pending)
                 try:
                     raw = await self._queue.receive_many(want if deep else min(MAX_RECEIVE, want),
                                                    min(20, math.ceil(remaining)))
                 except BrokerError as exc:  # what is in hand is invoked now, not left invisible
                     log.warning("poll_failed", error=str(exc))
-                    return messages, pending
+                    return messages, list(pending)
                 deep = len(raw) >= MAX_RECEIVE
             self._m_polled.inc(len(raw))
             now = self._clock.monotonic()

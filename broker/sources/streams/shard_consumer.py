@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import structlog
 
-from broker.batching.envelope import ENVELOPE_BYTES, MAX_PAYLOAD_BYTES
+from broker.batching.envelope import Cut
 from broker.clock import Clock
 from broker.destinations.sender import DestinationSender
 from broker.invoking.function import Function
@@ -187,18 +187,11 @@ class ShardConsumer:
                     await asyncio.wait_for(lane.changed.wait(), remaining)
                 except TimeoutError:
                     break
-        batch: list[StreamRecord] = []
-        size = ENVELOPE_BYTES
         seconds = self._spec.tumbling_window_seconds
-        while lane.items and len(batch) < self._spec.batch_size:
-            nxt = lane.items[0]
-            if batch and size + len(nxt.encoded) + 1 > MAX_PAYLOAD_BYTES:
-                break
-            if batch and seconds and window_start(nxt.arrival, seconds) != window_start(batch[0].arrival, seconds):
-                break  # a batch never spans two tumbling windows
-            batch.append(lane.items.popleft())
-            size += len(nxt.encoded) + 1
-        return batch
+        cut: Cut[StreamRecord] = Cut(self._spec.batch_size)
+        cut.take(lane.items, same=(lambda a, b: window_start(a.arrival, seconds) == window_start(b.arrival, seconds))
+                 if seconds else None)
+        return cut.records
 
     async def _records_arrived(self, lane: Lane) -> bool | None:
         """Wait for records: True when some are there, None if the lane closed (or stop() came),
