@@ -98,7 +98,7 @@ def run_broker(endpoint: str, name: str, url: str, target: str, concurrency: int
     port = free_port()
     config = workdir / f"{name}.yaml"
     config.write_text(json.dumps({
-        "broker": {"aws_endpoint_url": endpoint, "redis_url": "embedded", "data_dir": str(workdir / name),
+        "broker": {"aws_endpoint_url": endpoint, "account_id": ACCOUNT, "redis_url": "embedded", "data_dir": str(workdir / name),
                    "api": {"host": "127.0.0.1", "port": port}, "sqs_initial_pollers": concurrency,
                    "sqs_min_pollers": concurrency, "sqs_wait_time_seconds": 1, "log_format": "json"},
         "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},

@@ -79,7 +79,7 @@ def broker_config(workdir: Path, name: str, endpoint: str, target: str, stream: 
     port = free_port()
     path = workdir / f"{name}.yaml"
     path.write_text(json.dumps({
-        "broker": {"aws_endpoint_url": endpoint, "redis_url": "embedded", "data_dir": str(workdir / name),
+        "broker": {"aws_endpoint_url": endpoint, "account_id": ACCOUNT, "redis_url": "embedded", "data_dir": str(workdir / name),
                    "api": {"host": "127.0.0.1", "port": port}, "log_level": "warning",
                    "stream_discovery_interval_seconds": 300, "stream_idle_poll_max_seconds": idle_max},
         "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},
@@ -196,7 +196,7 @@ def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float
     port = free_port()
     path = workdir / f"{names[0]}.yaml"
     path.write_text(json.dumps({
-        "broker": {"aws_endpoint_url": endpoint, "redis_url": "embedded", "data_dir": str(workdir / names[0]),
+        "broker": {"aws_endpoint_url": endpoint, "account_id": ACCOUNT, "redis_url": "embedded", "data_dir": str(workdir / names[0]),
                    "api": {"host": "127.0.0.1", "port": port}, "log_level": "warning",
                    "stream_discovery_interval_seconds": 300, "stream_idle_poll_max_seconds": idle_max,
                    "stream_lean_get_records": lean},
