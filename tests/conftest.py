@@ -20,13 +20,13 @@ from tests.servers import ACCOUNT, Aws, Kinesalite, MotoServer, RecordingTarget,
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A run beyond the unit tests installs its npm packages from the start, beside the first tests
-    (under xdist, once, in the controller); the tests that need them wait for them."""
+    """The whole suite installs its npm packages from the start, beside the first tests (under xdist,
+    once, in the controller); the tests that need them wait for them. A partial run installs what
+    its tests need when they need it."""
     if hasattr(session.config, "workerinput"):
         return
-    if all(Path(a).resolve().is_relative_to(Path(__file__).parent / "unit") for a in session.config.args):
-        return
-    prepare_node_packages()
+    if [Path(a).resolve() for a in session.config.args] == [Path(__file__).resolve().parent]:
+        prepare_node_packages()
 
 
 @pytest.fixture(scope="session")

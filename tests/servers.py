@@ -4,6 +4,7 @@ process on a free loopback port, plus a recording HTTP target the tests can prog
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import json
@@ -231,20 +232,39 @@ def npm_install(name: str) -> tuple[Path, str | None]:
         if done.exists():
             return prefix / script, None
         shutil.rmtree(prefix, ignore_errors=True)
-        prefix.mkdir()
-        result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), package],
-                                capture_output=True, text=True, timeout=900, check=False)
-        if result.returncode != 0 or not (prefix / script).exists():
-            return prefix / script, f"{package} did not install: {result.stderr.strip().splitlines()[-1:]}"
+        prefix.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), package],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _installing.add(proc)
+        try:
+            _, stderr = proc.communicate(timeout=900)
+        finally:
+            _installing.discard(proc)
+        if proc.returncode != 0 or not (prefix / script).exists():
+            return prefix / script, f"{package} did not install: {stderr.strip().splitlines()[-1:]}"
         done.write_text(package)
         return prefix / script, None
+
+
+_installing: set[subprocess.Popen[str]] = set()
+
+
+@atexit.register
+def _stop_installs() -> None:
+    """A run that ends first stops its installs (unmarked: the next run does them again)."""
+    for proc in list(_installing):
+        proc.kill()
 
 
 def prepare_node_packages() -> None:
     """Install every npm package the tests run, side by side, ahead of the tests that need them."""
     if shutil.which("npm") is None or shutil.which("node") is None:
         return
-    threads = [threading.Thread(target=npm_install, args=(name,), daemon=True) for name in NODE_PACKAGES]
+    def install(name: str) -> None:
+        with contextlib.suppress(Exception):  # the test that needs it installs it again and says why it failed
+            npm_install(name)
+
+    threads = [threading.Thread(target=install, args=(name,), daemon=True) for name in NODE_PACKAGES]
     for thread in threads:
         thread.start()
 
@@ -256,7 +276,9 @@ class Kinesalite:
     def __init__(self) -> None:
         self.root = CACHE / "kinesalite"
         self.port = free_port()
-        self._jumps = CACHE / f"kinesalite-clock-{self.port}.jumps"  # how many times its clock has moved on
+        # One clock per server (parallel test workers each start one), and how often it has moved on
+        self._clock = CACHE / f"kinesalite-clock-{self.port}.js"
+        self._jumps = CACHE / f"kinesalite-clock-{self.port}.jumps"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -276,7 +298,7 @@ class Kinesalite:
         if why:
             raise RuntimeError(why)
         # kinesalite reads Date.now(); SIGUSR2 moves it 301 s on and writes how many times it has
-        clock = CACHE / f"kinesalite-clock-{self.port}.js"  # one per server: parallel test workers each start one
+        clock = self._clock
         self._jumps.write_text("0")
         clock.write_text("const fs = require('fs'); const real = Date.now; let jumps = 0;\n"
                          "Date.now = () => real() + jumps * 301000;\n"
@@ -303,6 +325,8 @@ class Kinesalite:
         if self._proc:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+        for path in (self._clock, self._jumps):
+            path.unlink(missing_ok=True)
 
 
 async def wait_active(aws: Aws, stream: str) -> None:

@@ -10,10 +10,13 @@ from typing import Any
 import aiohttp
 import boto3
 import pytest
+import redis.asyncio as aioredis
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from broker.control.registry import MappingRegistry
 from tests.conftest import BrokerRunner
+from tests.integration.helpers import wait_until
 from tests.servers import RecordingTarget
 
 
@@ -122,6 +125,15 @@ async def test_mapping_shapes_paging_filters_and_a_pause_that_survives_reloads(a
         assert path.exists()
         await _until(lambda: len(app.runners) == 5)
         assert not app.runners[uuid].esm.Enabled, "an edit of the file must not undo the API's pause"
+
+
+async def _no_override(redis_server: Any, uuid: str) -> bool:
+    """No pause or resume made through the API is kept for the mapping any more."""
+    client = aioredis.from_url(redis_server.url)
+    try:
+        return uuid not in await MappingRegistry(client).enabled_overrides()
+    finally:
+        await client.aclose()
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> None:
@@ -259,8 +271,8 @@ async def test_a_pause_of_a_file_mapping_outlives_restarts_and_reaches_other_rep
             await _until(lambda: other.runners[uuid].state == "Disabled")
     async with broker.run(functions, [mapping]) as app:  # restarted: still paused
         await _until(lambda: app.runners[uuid].state == "Disabled")
-    async with broker.run(functions, [{**mapping, "Enabled": False}]) as app:
-        await asyncio.sleep(1.5)
+    async with broker.run(functions, [{**mapping, "Enabled": False}]):  # the file changes Enabled: the override lapses
+        await wait_until(lambda: _no_override(redis_server, uuid), timeout=10)
     async with broker.run(functions, [mapping]) as app:  # the file changed Enabled since: the file decides
         await _until(lambda: app.runners[uuid].state == "Enabled")
 

@@ -258,7 +258,8 @@ async def test_managed_and_external_environments_serve_one_function(broker: Brok
         assert status == 200, body
         managed = body["pid"]
         external = external_env(app.runtimes["f"].port)
-        await asyncio.sleep(1)  # the external runtime client starts and asks for work
+        # the external runtime client starts and asks for work: it and the managed one wait in next
+        await wait_until(lambda: metric(app, "broker_environments", function="f", state="idle") >= 2)
         results = await asyncio.gather(*(_invoke(app, {"id": f"n{n}", "sleep": 0.5}) for n in range(6)))
         pids = {body["pid"] for status, _, body in results if status == 200}
         assert external.pid in pids, "the external environment took work"
