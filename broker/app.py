@@ -152,7 +152,8 @@ class App:
             ("api-mappings", periodic(stopping, 1.0, self._follow))]
         if self.config_path is not None:
             reload = Reloader(config=lambda: self.config, commit=self._commit, functions=parts.functions,
-                              mappings=parts.mappings, auth=parts.auth, metrics=self.metrics)
+                              mappings=parts.mappings, reapply=self._reapply, auth=parts.auth,
+                              metrics=self.metrics)
             watcher = ConfigWatcher(self.config_path, on_failure=self.metrics.config_reload_failures.inc,
                                     also=lambda: [c.SecretAccessKeyFile for c in self.config.broker.api.credentials
                                                   if c.SecretAccessKeyFile is not None])
@@ -168,6 +169,12 @@ class App:
 
     async def _follow(self) -> None:
         await self.parts.follow()
+
+    async def _reapply(self, uuids: list[str]) -> None:
+        """API mappings a reload stopped start again from the registry, on the functions as they are now."""
+        self.parts.follower.unapply(uuids)
+        if uuids:
+            await self._follow()
 
     async def _say_started(self) -> None:
         await self._follow()  # the registry's mappings run (and are known) from the start

@@ -65,6 +65,12 @@ class RegistryFollower:
                 self.synced = True
                 log.info("api_mappings_synced", mappings=len(stored))
 
+    def unapply(self, uuids: list[str]) -> None:
+        """These API mappings stopped here (a reload replaced their function): the next ``apply``
+        starts them again as stored."""
+        for uuid_ in uuids:
+            self._applied.pop(uuid_, None)
+
     async def _forget(self, uuid_: str) -> None:
         await self._mappings.remove(uuid_)
         self._applied.pop(uuid_, None)

@@ -4,7 +4,7 @@ wait for the next reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -21,11 +21,13 @@ log = structlog.get_logger("broker.app")
 
 class Reloader:
     def __init__(self, *, config: Callable[[], Config], commit: Callable[[Config], None], functions: FunctionTable,
-                 mappings: MappingTable, auth: SigV4 | None, metrics: Metrics) -> None:
+                 mappings: MappingTable, reapply: Callable[[list[str]], Awaitable[None]], auth: SigV4 | None,
+                 metrics: Metrics) -> None:
         self._config = config
         self._commit = commit  # the new config becomes the running one
         self._functions = functions
         self._mappings = mappings
+        self._reapply = reapply  # API mappings started again from the registry, on the functions as they are now
         self._auth = auth
         self._metrics = metrics
 
@@ -35,7 +37,8 @@ class Reloader:
         change = changes(self._config(), new)
         if change.restart_required:
             log.warning("config_reload_restart_required", settings=change.restart_required)
-        await self._mappings.stop(change.stopped_mappings)
+        on_changed = self._api_mappings_of(change.functions)  # they run on the function being replaced
+        await self._mappings.stop(change.stopped_mappings + on_changed)
         await self._functions.stop(sorted(change.functions))
         self._commit(new)
         for name in sorted(change.functions):
@@ -60,5 +63,15 @@ class Reloader:
                 log.error("mapping_not_started", mapping=u, error=str(exc))
                 continue
             self._mappings.start(u)
+        await self._reapply(on_changed)
         log.info("config_reloaded", mappings=len(list(self._mappings)), functions=len(new.functions),
-                 restarted_mappings=len(change.stopped_mappings), changed_functions=sorted(change.functions))
+                 restarted_mappings=len(change.stopped_mappings) + len(on_changed),
+                 changed_functions=sorted(change.functions))
+
+    def _api_mappings_of(self, functions: set[str]) -> list[str]:
+        found = []
+        for uuid in self._mappings:
+            status = self._mappings.status(uuid)
+            if status is not None and status.from_api and status.esm.FunctionName in functions:
+                found.append(uuid)
+        return found

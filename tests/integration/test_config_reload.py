@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from tests.conftest import BrokerRunner, metric
 from tests.integration.helpers import function, wait_until
 from tests.servers import Aws, RecordingTarget, queue_arn
@@ -81,3 +83,29 @@ async def test_a_reload_with_a_broken_handler_keeps_the_broker_up(aws: Aws, brok
             await wait_until(lambda: "g" in app.functions, timeout=15)
     refusal = next(e for e in logs if e["event"] == "function_not_started")
     assert refusal["error"].startswith("functions.g.Target.Handler: cannot import no_such_module_anywhere")
+
+
+async def test_a_reload_that_changes_a_function_moves_its_api_mappings_too(aws: Aws, broker: BrokerRunner,
+                                                                          target: RecordingTarget) -> None:
+    """A mapping created through the API runs on the function as the file defines it now: when a reload
+    changes the function (here its target), the API mapping invokes the new one, as file mappings do."""
+    moved = RecordingTarget()
+    await moved.start()
+    queue = await aws.create_queue("api-mapped", VisibilityTimeout=30)
+    try:
+        async with broker.run(function(target), [], **FAST) as app:
+            async with aiohttp.ClientSession() as http, http.post(
+                    f"http://127.0.0.1:{app.api_port}/2015-03-31/event-source-mappings",
+                    json={"FunctionName": "f", "EventSourceArn": queue_arn("api-mapped"), "BatchSize": 1}) as resp:
+                assert resp.status == 202, await resp.text()
+                uuid = (await resp.json())["UUID"]
+            await wait_until(lambda: uuid in app.runners and app.runners[uuid].state == "Enabled")
+            await aws.send(queue, "before")
+            await target.wait_for(lambda calls: "before" in target.bodies())
+            broker.write_config(function(moved), [], **FAST)
+            await wait_until(lambda: app.config.functions["f"].Target.Url == moved.url)
+            await aws.send(queue, "after")
+            await moved.wait_for(lambda calls: "after" in moved.bodies())
+    finally:
+        await moved.stop()
+    assert target.bodies() == ["before"]
