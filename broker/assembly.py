@@ -11,7 +11,6 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -44,6 +43,7 @@ from broker.running.functions import FunctionTable
 from broker.running.mappings import MappingTable
 from broker.running.records import Running
 from broker.running.tasks import Tasks
+from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
 from broker.sources.streams.types import PrefetchBudget
 
@@ -78,7 +78,7 @@ class Context:
     config: Callable[[], Config]
     running: Running
     tasks: Tasks
-    runtimes: dict[str, Any]
+    runtimes: dict[str, RuntimeHost]  # execution environments, by function
     metrics: Metrics
     clock: Clock
     replica: str
