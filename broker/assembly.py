@@ -21,6 +21,7 @@ from broker.api import functions as functions_api
 from broker.api import health, mappings, server
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
+from broker.api import quarantine as quarantine_api
 from broker.api.auth import SigV4
 from broker.aws.clients import AwsClients
 from broker.clock import Clock
@@ -36,6 +37,7 @@ from broker.destinations.sender import DestinationSender
 from broker.embedded import start_embedded_aws, start_embedded_redis
 from broker.function_factory import FunctionFactory
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Bounds, Quarantines
 from broker.redis import client as redis_client
 from broker.redis.client import RedisClient
 from broker.redis.pipeline import AutoPipeline
@@ -107,8 +109,13 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
     lambdas = LambdaDestinations(aws=aws, account=lambda: ctx.config().broker.account_id, queues=ctx.running.queues,
                                  received=lambda name: ctx.metrics.async_events_received.labels(name).inc())
     sender = DestinationSender(aws, lambda_delivery=lambdas.deliver)
+    quarantines = Quarantines(
+        redis, clock=ctx.clock, evicted=lambda fn, mapping: ctx.metrics.quarantine_evicted.labels(fn, mapping).inc,
+        bounds=lambda: Bounds(ctx.config().broker.quarantine_retention_seconds,
+                              ctx.config().broker.quarantine_max_records))
     sources = SourceFactory(
-        config=ctx.config, aws=aws, redis=redis, pipeline=pipeline, sender=sender, metrics=ctx.metrics,
+        config=ctx.config, aws=aws, redis=redis, pipeline=pipeline, sender=sender, quarantines=quarantines,
+        metrics=ctx.metrics,
         clock=ctx.clock, replica=ctx.replica, prefetch=PrefetchBudget(s.stream_prefetch_max_mib * 1024 * 1024),
         stopping=ctx.stopping)
     api_socket = server.bind(s.api)  # a taken port ends start-up at once
@@ -118,8 +125,8 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
                               clock=ctx.clock, permits=permits, replica=ctx.replica, runtimes=ctx.runtimes)
     stack.push_async_callback(factory.aclose)  # after the drain: environments stop last
     functions = FunctionTable(ctx.running, config=ctx.config, factory=factory, redis=redis, pipeline=pipeline,
-                              sender=sender, reservations=reservations, tasks=ctx.tasks, metrics=ctx.metrics,
-                              clock=ctx.clock, replica=ctx.replica)
+                              sender=sender, quarantines=quarantines, reservations=reservations, tasks=ctx.tasks,
+                              metrics=ctx.metrics, clock=ctx.clock, replica=ctx.replica)
     table = MappingTable(ctx.running, sources=sources, tasks=ctx.tasks, metrics=ctx.metrics, clock=ctx.clock,
                          drain_timeout=lambda: ctx.config().broker.drain_timeout_seconds)
     registry = MappingRegistry(redis)
@@ -144,6 +151,8 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
     api.add_routes(invoke_config_api.routes(ctx.running.function_records, **where))
     api.add_routes(concurrency_api.routes(ctx.running.functions, reservations, **where,
                                           account_limit=lambda: ctx.config().broker.account_concurrency))
+    api.add_routes(quarantine_api.routes(quarantines, catalog=control.catalog, functions=lambda: ctx.config().functions,
+                                         **where))
     api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, TagStore(redis),
                                         started=ctx.started_at, **where))
     return Parts(redis=redis, pipeline=pipeline, reservations=reservations, permits=permits, aws=aws,

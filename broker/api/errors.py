@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from broker import redaction
+from broker.api.bodies import parse_json
 from broker.api.routes import template
 from broker.errors import BrokerError
 
@@ -71,3 +73,14 @@ def _unserved_hint(path: str) -> str:
                 "config, tag and function read operations; functions are declared in the config file "
                 "(functions:) and change when it does")
     return ""
+
+
+async def json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's body as a JSON object (an empty body is ``{}``), or Lambda's 400 for it."""
+    try:
+        body = parse_json(await request.read() or b"{}")
+    except ValueError as exc:
+        return aws_error(400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}")
+    if not isinstance(body, dict):
+        return aws_error(400, "InvalidRequestContentException", "The request body must be a JSON object")
+    return body

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.api.bodies import parse_json
-from broker.api.errors import aws_error, store_guarded
+from broker.api.errors import aws_error, json_object, store_guarded
 from broker.api.routes import needs
 from broker.arns import function_arn, mapping_arn, resolve_name, source_kind
 from broker.config.models import EventSourceMapping
@@ -166,7 +166,7 @@ class _Api:
             return aws_error(exc.status, exc.code, exc.message)
 
     async def create_mapping(self, request: web.Request) -> web.Response:
-        body = await _object(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         return await self._guarded(self._control.create(body), "Creating")
@@ -184,7 +184,7 @@ class _Api:
             return self._not_found(uuid)
         if not known.from_api:
             return await self._pause_or_resume(uuid, known, await request.read())
-        body = await _object(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         return await self._guarded(self._control.update(uuid, body), _transition(known.esm.Enabled, body))
@@ -253,12 +253,3 @@ def _enabled_change(raw: bytes) -> tuple[bool | None, web.Response | None]:
         return None, aws_error(400, "InvalidParameterValueException", "Enabled must be true or false")
     return body.get("Enabled"), None
 
-
-async def _object(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = parse_json(await request.read() or b"{}")
-    except ValueError as exc:
-        return aws_error(400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}")
-    if not isinstance(body, dict):
-        return aws_error(400, "InvalidRequestContentException", "The request body must be a JSON object")
-    return body

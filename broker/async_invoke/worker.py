@@ -34,6 +34,7 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError, InvokeError, StateLost
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Quarantine, entry, last_error
 from broker.retrying import backoff_delay, retrying
 
 log = structlog.get_logger("broker.async")
@@ -66,12 +67,14 @@ class AsyncSettings:
 class AsyncWorker:
     def __init__(self, *, function: Function, config: FunctionConfig, queue: AsyncQueue,
                  invoke_config: InvokeConfigStore, reserved: Callable[[], int | None], sender: DestinationSender,
-                 metrics: Metrics, clock: Clock, settings: AsyncSettings, consumer: str | None = None) -> None:
+                 metrics: Metrics, clock: Clock, settings: AsyncSettings, consumer: str | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self._function = function
         self._config = config
         self._queue = queue
         self._invoke_config = invoke_config  # EventInvokeConfig: the file's or the API's, read each second
         self._sender = sender
+        self._quarantine = quarantine  # given-up events, kept with their payload
         self._clock = clock
         self._settings = settings
         self._consumer = consumer or socket.gethostname()
@@ -87,6 +90,7 @@ class AsyncWorker:
         self._m_dlq_errors = metrics.dead_letter_errors.labels(name)
         self._m_depth = metrics.async_queue_depth.labels(name)
         self._m_state_lost = metrics.state_lost.labels("consumer_group")
+        self._m_quarantined = metrics.quarantined.labels(name, "")
         self._joined = False  # the consumer group is known to exist
         self._joined_once = False
         self._handling: set[str] = set()  # entry ids in hand
@@ -249,6 +253,8 @@ class AsyncWorker:
     async def _conclude(self, event: AsyncEvent, condition: str) -> None:
         """Deliver the outcome; if a delivery fails, keep the event queued with its outcome and retry later."""
         event.outcome = condition
+        if condition != "Success" and not event.delivered:
+            await self._keep(event, condition)
         if not event.delivered:
             event.delivered = await self._deliver(event, condition)
         if not event.delivered:
@@ -261,6 +267,22 @@ class AsyncWorker:
             self._m_dropped.labels(self._function.name, condition).inc()
         log.info("async_event_done", request_id=event.request_id, condition=condition, invokes=event.invokes)
         await self._queue.finish(event)
+
+    async def _keep(self, event: AsyncEvent, condition: str) -> None:
+        """The given-up event into the quarantine, under its request id (written again on a retried
+        step, it stays one entry). A Redis error retries the step with the event in hand."""
+        if self._quarantine is None:
+            return
+        last = event.last or {}
+        error = (last_error(last.get("payload"), last.get("functionError"), last.get("status"))
+                 if event.last else None)
+        try:
+            record = json.loads(event.payload)
+        except ValueError:
+            record = event.payload
+        await self._quarantine.add([entry(id_=event.request_id, reason=condition, attempts=event.invokes,
+                                          quarantined_at=self._clock.time(), last_error=error, record=record)])
+        self._m_quarantined.inc()
 
     async def _deliver(self, event: AsyncEvent, condition: str) -> bool:
         dest = self._invoke_config.current.DestinationConfig

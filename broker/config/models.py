@@ -28,7 +28,8 @@ class ApiCredential(_Strict):
     AccessKeyId: Annotated[str, Field(min_length=3, max_length=128, pattern=r"^[\w+=,.@-]+$")]
     SecretAccessKey: Annotated[str | None, Field(min_length=1)] = None
     SecretAccessKeyFile: Path | None = None
-    Actions: Annotated[list[Annotated[str, Field(pattern=r"^(\*|lambda:[A-Za-z*?]+)$")]], Field(min_length=1)] = [
+    Actions: Annotated[list[Annotated[str, Field(pattern=r"^(\*|lambda:[A-Za-z*?]+|broker:[A-Za-z*?]+)$")]],
+                       Field(min_length=1)] = [
         "lambda:*"]
     Resources: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = ["*"]
 
@@ -106,6 +107,8 @@ class BrokerSettings(_Strict):
     async_retry_delays_seconds: Annotated[list[float], Field(min_length=1)] = [60.0, 120.0]  # after errors 1, 2
     async_concurrency: Annotated[int, Field(ge=1, le=1000)] = 32  # per function and replica
     async_claim_idle_seconds: Annotated[float, Field(gt=0)] = 60.0  # + Timeout: a dead worker's event is retaken
+    quarantine_retention_seconds: Annotated[int, Field(ge=60)] = 14 * 24 * 3600  # given-up records are kept this long
+    quarantine_max_records: Annotated[int, Field(ge=1)] = 100_000  # per mapping or function; the oldest leave first
     # Execution environments (Runtime and Handler targets), per function and replica
     runtime_max_environments: Annotated[int, Field(ge=1, le=1000)] = 32  # unless ReservedConcurrentExecutions is lower
     runtime_idle_seconds: Annotated[float, Field(gt=0)] = 300.0  # an idle managed environment above provisioned retires

@@ -42,6 +42,11 @@ def tags(name: str) -> str:
     return f"{_function(name)}:tags"
 
 
+def function_quarantine(name: str) -> tuple[str, str]:
+    """Async events given up: entries by id, and their order (quarantined at)."""
+    return f"{_function(name)}:quarantine", f"{_function(name)}:quarantine-order"
+
+
 def runtime_queue(name: str) -> str:
     """Invocations for a function's shared-port environments, oldest first."""
     return f"{_function(name)}:rt:queue"
@@ -55,6 +60,11 @@ def runtime_results(name: str, replica_id: str) -> str:
 # a stream mapping
 def _mapping(uuid: str) -> str:
     return f"{{broker:esm:{uuid}}}"
+
+
+def mapping_quarantine(uuid: str) -> tuple[str, str]:
+    """Stream records given up: entries by id, and their order (quarantined at)."""
+    return f"{_mapping(uuid)}:quarantine", f"{_mapping(uuid)}:quarantine-order"
 
 
 def checkpoints(uuid: str) -> str:

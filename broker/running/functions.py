@@ -15,6 +15,7 @@ from broker.config.models import Config, FunctionConfig
 from broker.destinations.sender import DestinationSender
 from broker.function_factory import FunctionFactory
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Quarantines
 from broker.redis.client import RedisClient
 from broker.redis.pipeline import AutoPipeline
 from broker.running.records import Running, RunningFunction
@@ -23,7 +24,8 @@ from broker.running.tasks import Tasks
 
 class FunctionTable:
     def __init__(self, running: Running, *, config: Callable[[], Config], factory: FunctionFactory, redis: RedisClient,
-                 pipeline: AutoPipeline, sender: DestinationSender, reservations: Reservations, tasks: Tasks,
+                 pipeline: AutoPipeline, sender: DestinationSender, quarantines: Quarantines,
+                 reservations: Reservations, tasks: Tasks,
                  metrics: Metrics, clock: Clock, replica: str) -> None:
         self._records = running.function_records
         self._config = config
@@ -31,6 +33,7 @@ class FunctionTable:
         self._redis = redis
         self._pipeline = pipeline
         self._sender = sender
+        self._quarantines = quarantines
         self._reservations = reservations
         self._tasks = tasks
         self._metrics = metrics
@@ -57,7 +60,8 @@ class FunctionTable:
                              queue=running.queue, invoke_config=running.invoke_config,
                              reserved=functools.partial(self._reservations.reserved, name),
                              sender=self._sender, metrics=self._metrics, clock=self._clock,
-                             settings=settings, consumer=self._replica)
+                             settings=settings, consumer=self._replica,
+                             quarantine=self._quarantines.of_function(name))
         running.worker = worker
         self._tasks.spawn(f"worker:{name}", worker.run())
 

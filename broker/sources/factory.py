@@ -20,6 +20,7 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import AwsError, BrokerError, StartupError
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Quarantines
 from broker.redis.client import RedisClient
 from broker.redis.pipeline import AutoPipeline
 from broker.retrying import backoff_delay, retrying
@@ -40,13 +41,15 @@ T = TypeVar("T")
 
 class SourceFactory:
     def __init__(self, *, config: Callable[[], Config], aws: AwsClients, redis: RedisClient, pipeline: AutoPipeline,
-                 sender: DestinationSender, metrics: Metrics, clock: Clock, replica: str, prefetch: PrefetchBudget,
+                 sender: DestinationSender, quarantines: Quarantines, metrics: Metrics, clock: Clock, replica: str,
+                 prefetch: PrefetchBudget,
                  stopping: asyncio.Event) -> None:
         self._config = config  # the current config (a reload applies to the next mapping built)
         self._aws = aws
         self._redis = redis
         self._pipeline = pipeline
         self._sender = sender
+        self._quarantines = quarantines
         self._metrics = metrics
         self._clock = clock
         self._replica = replica
@@ -130,6 +133,7 @@ class SourceFactory:
             esm=esm, function=function, service=service,
             checkpoints=CheckpointStore(self._redis, esm.UUID, self._pipeline),
             leases=LeaseTable(self._redis, esm.UUID, self._replica, s.lease_ttl_seconds), sender=self._sender,
+            quarantine=self._quarantines.of_mapping(esm.UUID, function.name),
             metrics=self._metrics, clock=self._clock,
             settings=StreamSettings(
                 poll_interval_seconds=poll, idle_poll_max_seconds=s.stream_idle_poll_max_seconds,

@@ -31,6 +31,7 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Quarantine, entry, last_error
 from broker.retrying import Stopped as Waiting
 from broker.retrying import backoff_delay, retrying
 from broker.sources.streams.service import StreamService
@@ -82,13 +83,14 @@ class Shard(Protocol):
 class BatchResolver:
     def __init__(self, shard: Shard, *, service: StreamService, spec: StreamMappingSpec, function: Function,
                  sender: DestinationSender, metrics: Metrics, clock: Clock, settings: StreamSettings,
-                 on_result: Callable[[str], None]) -> None:
+                 on_result: Callable[[str], None], quarantine: Quarantine | None = None) -> None:
         shard_id = shard.shard_id
         self._shard_id = shard_id
         self._service = service
         self._spec = spec
         self._function = function
         self._sender = sender
+        self._quarantine = quarantine
         self._clock = clock
         self._settings = settings
         self._sleep = shard.sleep
@@ -102,6 +104,7 @@ class BatchResolver:
         self._m_delivered = metrics.on_failure_destination_delivered_events.labels(*labels)
         self._m_delivery_failures = metrics.destination_delivery_failures.labels(function.name)
         self._m_age = metrics.iterator_age.labels(*labels, shard_id)
+        self._m_quarantined = metrics.quarantined.labels(*labels)
 
     async def resolve(self, batch: list[StreamRecord], lane: Lane) -> None:
         spec = self._spec
@@ -221,7 +224,9 @@ class BatchResolver:
 
     async def _give_up(self, records: list[StreamRecord], condition: str, w: _Work,
                        response: dict[str, Any] | None) -> None:
-        """The failure path: the destination record (retried until delivered) or a counted drop."""
+        """The failure path: the quarantine (with the records), then the destination record (retried
+        until delivered) or a counted drop."""
+        await self._quarantined(records, condition, w)
         destination = self._spec.destination
         if not destination:
             self._m_dropped.inc(len(records))
@@ -256,6 +261,25 @@ class BatchResolver:
         log.info("sent_to_destination", destination=destination, condition=condition, records=len(records),
                  first=records[0].sequence, last=records[-1].sequence)
         await self._handled(records, w.lane)
+
+    async def _quarantined(self, records: list[StreamRecord], condition: str, w: _Work) -> None:
+        """Keep the given-up records with their data, retried until stored (the shard waits)."""
+        if self._quarantine is None:
+            return
+        now, last = self._clock.time(), w.last
+        error = last_error(last.payload, last.function_error, last.target_status) if last else None
+        entries = [entry(id_=f"{self._shard_id}:{r.sequence}", reason=condition, attempts=w.invokes,
+                         quarantined_at=now, last_error=error, record=r.record, ShardId=self._shard_id,
+                         SequenceNumber=r.sequence, PartitionKey=r.key) for r in records]
+        quarantine = self._quarantine
+        try:
+            await retrying(lambda: quarantine.add(entries), pause=self._sleep,
+                           retryable=lambda e: isinstance(e, BrokerError) and e.retryable,
+                           delay=lambda n, _: self._backoff(n),
+                           before_wait=lambda e, _n, _s: log.warning("quarantine_unavailable", error=str(e)))
+        except Waiting as exc:
+            raise Stopped from exc
+        self._m_quarantined.inc(len(records))
 
     async def _take_state(self, lane: Lane, result: InvokeResult) -> InvokeResult:
         """Keep the response's state; a response without one is a failed invocation. A state

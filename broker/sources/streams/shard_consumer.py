@@ -35,6 +35,7 @@ from broker.clock import Clock
 from broker.destinations.sender import DestinationSender
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Quarantine
 from broker.sources.streams.batch_resolver import BatchResolver, Stopped
 from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.streams.leases import Fence
@@ -67,6 +68,7 @@ class ShutdownReason(enum.IntEnum):
 class ShardConsumer:
     def __init__(self, *, shard: ShardInfo, service: StreamService, spec: StreamMappingSpec,
                  function: Function, checkpoints: CheckpointStore, sender: DestinationSender,
+                 quarantine: Quarantine | None = None,
                  metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
                  checkpoint: str | None = None, fence: Fence | None = None,
                  on_result: Callable[[str], None] = lambda _: None, budget: PrefetchBudget | None = None) -> None:
@@ -85,7 +87,8 @@ class ShardConsumer:
             read_size=max(spec.batch_size * spec.parallelization * 2, 2000), settings=settings, clock=clock,
             metrics=metrics, labels=(function.name, spec.uuid), budget=budget)
         self._resolver = BatchResolver(
-            self._shard, service=service, spec=spec, function=function, sender=sender, metrics=metrics,
+            self._shard, service=service, spec=spec, function=function, sender=sender, quarantine=quarantine,
+            metrics=metrics,
             clock=clock, settings=settings, on_result=on_result)
 
     # ------------------------------------------------------------------ lifecycle

@@ -21,6 +21,7 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError, describe, only_broker_errors
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
+from broker.quarantine.store import Quarantine
 from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.streams.leases import Fence, LeaseTable
 from broker.sources.streams.service import StreamService
@@ -62,7 +63,8 @@ class ShardSupervisor:
     """
 
     def __init__(self, *, esm: EventSourceMapping, function: Function, service: StreamService,
-                 checkpoints: CheckpointStore, leases: LeaseTable, sender: DestinationSender, metrics: Metrics,
+                 checkpoints: CheckpointStore, leases: LeaseTable, sender: DestinationSender,
+                 quarantine: Quarantine | None, metrics: Metrics,
                  clock: Clock, settings: StreamSettings, discovery_interval_seconds: float,
                  lease_ttl_seconds: float, budget: PrefetchBudget | None = None) -> None:
         self.esm = esm
@@ -74,6 +76,7 @@ class ShardSupervisor:
         self._budget = budget  # shared by every mapping of the replica
         self._leases = leases
         self._sender = sender
+        self._quarantine = quarantine
         self._metrics = metrics
         self._clock = clock
         self._settings = settings
@@ -210,7 +213,7 @@ class ShardSupervisor:
                  if shard.shard_id in initial else ("TRIM_HORIZON", None))
         consumer = ShardConsumer(
             shard=shard, service=self._service, spec=self._spec, function=self._function,
-            checkpoints=self._checkpoints, sender=self._sender, metrics=self._metrics,
+            checkpoints=self._checkpoints, sender=self._sender, quarantine=self._quarantine, metrics=self._metrics,
             clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
             fence=fence, on_result=self._record_result, budget=self._budget)
         self.consumers[shard.shard_id] = consumer

@@ -1,0 +1,134 @@
+"""The quarantine of one stream mapping or one function, in Redis (docs/design.md, "Redis layout"):
+every record or event given up, with its payload, beside whatever Lambda's rules sent to the
+on-failure destination or DLQ. Bounded by age (``quarantine_retention_seconds``) and count
+(``quarantine_max_records``, the oldest leave first, counted). An entry's id is the record's own
+(``<shard>:<sequence number>``, an async event's request id), so writing it again after a failed
+write, or quarantining it again after a replay, keeps one entry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broker.clock import Clock
+from broker.redis import keys
+from broker.redis.client import RedisClient, text
+from broker.redis.state import lua, translated
+
+
+@dataclass(frozen=True)
+class Bounds:
+    retention_seconds: float
+    max_records: int
+
+
+def entry(*, id_: str, reason: str, attempts: int, quarantined_at: float, last_error: dict[str, Any] | None,
+          record: Any, **stream: str) -> dict[str, Any]:
+    """One quarantine entry as the API shows it; ``stream``: ShardId, SequenceNumber, PartitionKey."""
+    return {"Id": id_, "Reason": reason, "Attempts": attempts, "QuarantinedAt": round(quarantined_at, 3),
+            "LastError": last_error, "Record": record, **stream}
+
+
+def last_error(payload: bytes | str | None, function_error: str | None, status: int | None) -> dict[str, Any] | None:
+    """What the last invocation answered: ``errorType``/``errorMessage`` of a function error, or the
+    target's HTTP status; None if it was never invoked."""
+    if payload is None and status is None:
+        return None
+    out: dict[str, Any] = {}
+    if function_error:
+        try:
+            body = json.loads(payload or b"{}")
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            out = {k: body[k] for k in ("errorType", "errorMessage") if k in body}
+        out.setdefault("errorType", function_error)
+    if status is not None and status != 200:
+        out["status"] = status
+    return out or None
+
+
+class Quarantine:
+    def __init__(self, redis: RedisClient, scope: tuple[str, str], *, bounds: Bounds, clock: Clock,
+                 evicted: Callable[[int], None]) -> None:
+        self._redis = redis
+        self._entries, self._order = scope
+        self._bounds = bounds
+        self._clock = clock
+        self._evicted = evicted  # entries that left by the bounds, counted
+        self._add = redis.register_script(lua("broker.quarantine", "add.lua"))
+
+    @translated
+    async def add(self, entries: list[dict[str, Any]]) -> None:
+        """Keep these entries (durably, before the checkpoint passes their records), then the bounds."""
+        args: list[Any] = [int(self._clock.time() * 1000), int(self._bounds.retention_seconds * 1000),
+                           self._bounds.max_records]
+        for doc in entries:
+            args += [doc["Id"], json.dumps(doc, separators=(",", ":"))]
+        gone = int(await self._add(keys=[self._entries, self._order], args=args))
+        if gone:
+            self._evicted(gone)
+
+    @translated
+    async def page(self, max_items: int, marker: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Entries oldest first, ``max_items`` after ``marker`` (an entry id); the next marker or None."""
+        await self._add(keys=[self._entries, self._order], args=[int(self._clock.time() * 1000),
+                                                                  int(self._bounds.retention_seconds * 1000),
+                                                                  self._bounds.max_records])
+        start = 0
+        if marker:
+            rank: Any = await self._redis.zrank(self._order, marker)
+            start = 0 if rank is None else int(rank) + 1
+        listed: list[bytes] = await self._redis.zrange(self._order, start, start + max_items)  # type: ignore[assignment]
+        ids = [text(i) for i in listed]
+        more = len(ids) > max_items
+        ids = ids[:max_items]
+        docs = await self._redis.hmget(self._entries, ids) if ids else []
+        found = [json.loads(d) for d in docs if d is not None]
+        return found, (ids[-1] if more and ids else None)
+
+    @translated
+    async def missing(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` that are not in the quarantine."""
+        if not ids:
+            return []
+        there = await self._redis.hmget(self._entries, ids)
+        return [i for i, doc in zip(ids, there, strict=True) if doc is None]
+
+    @translated
+    async def discard(self, ids: list[str] | None) -> int:
+        """Forget these entries (None: all); how many there were."""
+        if ids is None:
+            count = int(await self._redis.zcard(self._order))
+            await self._redis.delete(self._entries, self._order)
+            return count
+        if not ids:
+            return 0
+        gone = int(await self._redis.hdel(self._entries, *ids))
+        await self._redis.zrem(self._order, *ids)
+        return gone
+
+    @translated
+    async def count(self) -> int:
+        return int(await self._redis.zcard(self._order))
+
+
+class Quarantines:
+    """The quarantine of any mapping or function, on one Redis client and one set of bounds."""
+
+    def __init__(self, redis: RedisClient, *, bounds: Callable[[], Bounds], clock: Clock,
+                 evicted: Callable[[str, str], Callable[[int], None]]) -> None:
+        self._redis = redis
+        self._bounds = bounds
+        self._clock = clock
+        self._evicted = evicted  # (function, mapping) -> count of entries that left by the bounds
+
+    def of_mapping(self, uuid: str, function: str) -> Quarantine:
+        return Quarantine(self._redis, keys.mapping_quarantine(uuid), bounds=self._bounds(), clock=self._clock,
+                          evicted=self._evicted(function, uuid))
+
+    def of_function(self, name: str) -> Quarantine:
+        return Quarantine(self._redis, keys.function_quarantine(name), bounds=self._bounds(), clock=self._clock,
+                          evicted=self._evicted(name, ""))
