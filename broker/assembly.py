@@ -37,6 +37,7 @@ from broker.destinations.sender import DestinationSender
 from broker.embedded import start_embedded_aws, start_embedded_redis
 from broker.function_factory import FunctionFactory
 from broker.observability.metrics import Metrics
+from broker.quarantine.replay import Replayer
 from broker.quarantine.store import Bounds, Quarantines
 from broker.redis import client as redis_client
 from broker.redis.client import RedisClient
@@ -151,8 +152,10 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
     api.add_routes(invoke_config_api.routes(ctx.running.function_records, **where))
     api.add_routes(concurrency_api.routes(ctx.running.functions, reservations, **where,
                                           account_limit=lambda: ctx.config().broker.account_concurrency))
-    api.add_routes(quarantine_api.routes(quarantines, catalog=control.catalog, functions=lambda: ctx.config().functions,
-                                         **where))
+    replayer = Replayer(functions=ctx.running.functions, queues=ctx.running.queues, spawn=ctx.tasks.spawn,
+                        metrics=ctx.metrics)
+    api.add_routes(quarantine_api.routes(quarantines, replayer, catalog=control.catalog,
+                                         functions=lambda: ctx.config().functions, **where))
     api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, TagStore(redis),
                                         started=ctx.started_at, **where))
     return Parts(redis=redis, pipeline=pipeline, reservations=reservations, permits=permits, aws=aws,

@@ -14,6 +14,7 @@ from typing import Any
 from broker import __version__, redaction
 from broker.arns import source_kind
 from broker.errors import BrokerError, ConfigError, describe, leaf_errors
+from broker.quarantine import command as quarantine_command
 
 
 def _overrides() -> str:
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config file and exit")
     validate.add_argument("-c", "--config", required=True, help="config file (YAML)")
     sub.add_parser("version", help="print the version")
+    quarantine_command.add_parser(sub)
     return parser
 
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"broker {__version__}")
         return 0
+    if args.command == "quarantine":
+        return quarantine_command.run(args)
     from broker.config import load_config  # noqa: PLC0415 - keep `broker version` instant
 
     try:

@@ -39,6 +39,7 @@ class AsyncEvent:
     throttles: int = 0  # throttles and system errors so far (backoff exponent)
     last: dict[str, Any] | None = None  # last run: {"functionError", "payload", "status"}
     outcome: str | None = None  # set once decided: a condition whose delivery is still owed
+    earlier_attempts: int = 0  # runs before it was quarantined and replayed (its quarantine entry's Attempts)
     entry_id: str = field(default="", compare=False)
     # In this worker only, so a step retried after a Redis error is not done twice:
     delivered: bool = field(default=False, compare=False)  # the outcome reached its destinations
@@ -47,14 +48,15 @@ class AsyncEvent:
     def document(self) -> str:
         return json.dumps({"id": self.request_id, "payload": self.payload, "enqueued_ms": self.enqueued_ms,
                            "attempts": self.attempts, "invokes": self.invokes, "throttles": self.throttles,
-                           "last": self.last, "outcome": self.outcome})
+                           "last": self.last, "outcome": self.outcome,
+                           **({"earlier": self.earlier_attempts} if self.earlier_attempts else {})})
 
     @classmethod
     def parse(cls, entry_id: str, doc: str | bytes) -> AsyncEvent:
         d = json.loads(doc)
         enqueued = d.get("enqueued_ms") or int(entry_id.split("-", maxsplit=1)[0])
         return cls(d["id"], d["payload"], enqueued, d.get("attempts", 0), d.get("invokes", 0),
-                   d.get("throttles", 0), d.get("last"), d.get("outcome"), entry_id)
+                   d.get("throttles", 0), d.get("last"), d.get("outcome"), d.get("earlier", 0), entry_id)
 
 
 class AsyncQueue:
@@ -81,6 +83,12 @@ class AsyncQueue:
         # The payload as its own field: no JSON document to build now nor to parse when it is read.
         entry = await self._pipeline.execute("XADD", self.stream, "*", "id", request_id, "p", payload)
         return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    @translated
+    async def replay(self, request_id: str, payload: str, earlier_attempts: int) -> None:
+        """A quarantined event queued again: a new attempt of the same request id, its age from now."""
+        event = AsyncEvent(request_id, payload, earlier_attempts=earlier_attempts)
+        await self._redis.xadd(self.stream, {"e": event.document()})
 
     @translated
     async def read(self, consumer: str, count: int, block_ms: int, *, pending: bool = False) -> list[AsyncEvent]:

@@ -280,7 +280,8 @@ class AsyncWorker:
             record = json.loads(event.payload)
         except ValueError:
             record = event.payload
-        await self._quarantine.add([entry(id_=event.request_id, reason=condition, attempts=event.invokes,
+        attempts = event.earlier_attempts + event.invokes
+        await self._quarantine.add([entry(id_=event.request_id, reason=condition, attempts=attempts,
                                           quarantined_at=self._clock.time(), last_error=error, record=record)])
         self._m_quarantined.inc()
 

@@ -90,6 +90,17 @@ class Quarantine:
         return found, (ids[-1] if more and ids else None)
 
     @translated
+    async def entries(self, ids: list[str] | None) -> list[dict[str, Any]]:
+        """These entries (None: all), oldest first; ids not there are left out."""
+        if ids is None:
+            listed: list[bytes] = await self._redis.zrange(self._order, 0, -1)  # type: ignore[assignment]
+            ids = [text(i) for i in listed]
+        if not ids:
+            return []
+        docs = await self._redis.hmget(self._entries, ids)
+        return [json.loads(d) for d in docs if d is not None]
+
+    @translated
     async def missing(self, ids: list[str]) -> list[str]:
         """Those of ``ids`` that are not in the quarantine."""
         if not ids:
