@@ -19,12 +19,14 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.conftest import BrokerRunner, metric
+from broker.embedded import RedisServer
+from tests.conftest import BrokerRunner, broker_settings, metric
 from tests.integration.helpers import function, respond_json, wait_until
-from tests.servers import Aws, Call, RecordingTarget, create_stream, put_records, stream_arn
+from tests.servers import Aws, BrokerProcess, Call, MotoServer, RecordingTarget, create_stream, put_records, stream_arn
 
 FAST = {"kinesis_poll_interval_seconds": 0.2, "kinesis_min_read_interval_seconds": 0.0,
         "stream_discovery_interval_seconds": 1, "async_retry_delays_seconds": [0.2, 0.4]}
+MAPPING = "6f1a2b3c-0000-4000-8000-000000000001"
 
 
 def _numbers(event: dict[str, Any]) -> list[int]:
@@ -260,3 +262,50 @@ async def test_the_command_line_lists_replays_and_discards_signed(broker: Broker
             env={k: v for k, v in env.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")})
         assert unsigned.returncode == 1
         assert "403" in unsigned.stderr
+
+
+async def test_redis_away_when_a_record_is_given_up_keeps_it_once_back(
+        aws: Aws, moto_server: MotoServer, target: RecordingTarget, tmp_path: Path) -> None:
+    """Redis stops the moment the function fails a record that has no retries left: the broker stays
+    up, the shard waits, and once Redis is back the record is in the quarantine and the shard goes on."""
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    await create_stream(aws, "outage")
+    stopped: list[bool] = []
+
+    def fail_and_stop_redis(event: Any, call: Call) -> web.Response:
+        if 1 in _numbers(event):
+            if not stopped:
+                redis_server.stop()
+                stopped.append(True)
+            return respond_json({"errorMessage": "cannot take 1", "errorType": "ValueError"}, status=500)
+        return respond_json({})
+
+    target.responder = fail_and_stop_redis
+    config = {"broker": broker_settings(redis_server, moto_server, tmp_path, **FAST),
+              "functions": function(target),
+              "event_source_mappings": [{"UUID": MAPPING, "FunctionName": "f", "EventSourceArn": stream_arn("outage"),
+                                         "StartingPosition": "TRIM_HORIZON", "MaximumRetryAttempts": 0}]}
+    broker = BrokerProcess(config, tmp_path)
+    broker.start()
+    path = f"{broker.url}/broker/v1/mappings/{MAPPING}/quarantine"
+    try:
+        await put_records(aws, "outage", [("k", json.dumps({"n": 1}).encode())])
+        await wait_until(lambda: bool(stopped), timeout=30)
+        await asyncio.sleep(3)  # the outage: the give-up waits for Redis
+        assert broker.returncode is None, "the broker exited during the Redis outage"
+        async with aiohttp.ClientSession() as http, http.get(path) as resp:
+            assert resp.status == 503, "the quarantine cannot be read while Redis is away"
+        redis_server = RedisServer(redis_server.data_dir, port=redis_server.port)  # same port, same AOF
+        redis_server.start()
+
+        async def kept() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(path) as resp:
+                return resp.status == 200 and len((await resp.json())["Records"]) == 1
+        await wait_until(kept, timeout=60)
+        await put_records(aws, "outage", [("k", json.dumps({"n": 2}).encode())])
+        await target.wait_for(lambda calls: any(_numbers(c.event) == [2] for c in calls), timeout=30)
+        assert broker.returncode is None
+    finally:
+        broker.stop()
+        redis_server.stop()
