@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 import structlog
 
-from broker.async_invoke.queue import AsyncQueue
 from broker.batching.envelope import compact, records_event
 from broker.errors import BrokerError
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
@@ -24,8 +23,14 @@ from broker.quarantine.store import Quarantine, last_error
 log = structlog.get_logger("broker.quarantine")
 
 
+class _Queue(Protocol):
+    """A function's async queue (``async_invoke.queue.AsyncQueue``), as replay uses it."""
+
+    def replay(self, request_id: str, payload: str, earlier_attempts: int) -> Awaitable[None]: ...
+
+
 class Replayer:
-    def __init__(self, *, functions: Mapping[str, Function], queues: Mapping[str, AsyncQueue],
+    def __init__(self, *, functions: Mapping[str, Function], queues: Mapping[str, _Queue],
                  spawn: Callable[[str, Coroutine[Any, Any, None]], None], metrics: Metrics) -> None:
         self._functions = functions  # the functions this replica runs
         self._queues = queues
