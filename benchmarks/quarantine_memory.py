@@ -36,7 +36,7 @@ async def measure(url: str, size: int, count: int) -> float:
     await client.flushall()
     before = (await client.info("memory"))["used_memory"]
     q = Quarantine(client, (f"q{size}", f"q{size}-order"), bounds=Bounds(14 * 86400, count + 1), clock=SystemClock(),
-                   evicted=lambda n: None)
+                   kept=lambda n: None, evicted=lambda n: None)
     for start in range(0, count, 100):
         batch = []
         for n in range(start, min(start + 100, count)):

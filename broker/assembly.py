@@ -111,7 +111,7 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
                                  received=lambda name: ctx.metrics.async_events_received.labels(name).inc())
     sender = DestinationSender(aws, lambda_delivery=lambdas.deliver)
     quarantines = Quarantines(
-        redis, clock=ctx.clock, evicted=lambda fn, mapping: ctx.metrics.quarantine_evicted.labels(fn, mapping).inc,
+        redis, clock=ctx.clock, metrics=ctx.metrics,
         bounds=lambda: Bounds(ctx.config().broker.quarantine_retention_seconds,
                               ctx.config().broker.quarantine_max_records))
     sources = SourceFactory(

@@ -90,7 +90,6 @@ class AsyncWorker:
         self._m_dlq_errors = metrics.dead_letter_errors.labels(name)
         self._m_depth = metrics.async_queue_depth.labels(name)
         self._m_state_lost = metrics.state_lost.labels("consumer_group")
-        self._m_quarantined = metrics.quarantined.labels(name, "")
         self._joined = False  # the consumer group is known to exist
         self._joined_once = False
         self._handling: set[str] = set()  # entry ids in hand
@@ -283,7 +282,6 @@ class AsyncWorker:
         attempts = event.earlier_attempts + event.invokes
         await self._quarantine.add([entry(id_=event.request_id, reason=condition, attempts=attempts,
                                           quarantined_at=self._clock.time(), last_error=error, record=record)])
-        self._m_quarantined.inc()
 
     async def _deliver(self, event: AsyncEvent, condition: str) -> bool:
         dest = self._invoke_config.current.DestinationConfig

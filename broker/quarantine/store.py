@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.clock import Clock
+from broker.observability.metrics import Metrics
 from broker.redis import keys
 from broker.redis.client import RedisClient, text
 from broker.redis.state import lua, translated
@@ -52,11 +53,12 @@ def last_error(payload: bytes | str | None, function_error: str | None, status: 
 
 class Quarantine:
     def __init__(self, redis: RedisClient, scope: tuple[str, str], *, bounds: Bounds, clock: Clock,
-                 evicted: Callable[[int], None]) -> None:
+                 kept: Callable[[int], None], evicted: Callable[[int], None]) -> None:
         self._redis = redis
         self._entries, self._order = scope
         self._bounds = bounds
         self._clock = clock
+        self._kept = kept  # entries new to the quarantine, counted (one written again is not)
         self._evicted = evicted  # entries that left by the bounds, counted
         self._add = redis.register_script(lua("broker.quarantine", "add.lua"))
 
@@ -67,16 +69,17 @@ class Quarantine:
                            self._bounds.max_records]
         for doc in entries:
             args += [doc["Id"], json.dumps(doc, separators=(",", ":"))]
-        gone = int(await self._add(keys=[self._entries, self._order], args=args))
+        added, gone = (int(n) for n in await self._add(keys=[self._entries, self._order], args=args))
+        if added:
+            self._kept(added)
         if gone:
             self._evicted(gone)
 
     @translated
     async def page(self, max_items: int, marker: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """Entries oldest first, ``max_items`` after ``marker`` (an entry id); the next marker or None."""
-        await self._add(keys=[self._entries, self._order], args=[int(self._clock.time() * 1000),
-                                                                  int(self._bounds.retention_seconds * 1000),
-                                                                  self._bounds.max_records])
+        """Entries oldest first, ``max_items`` after ``marker`` (an entry id); the next marker or None.
+        The bounds apply first: an entry past its retention is never shown."""
+        await self.add([])
         start = 0
         if marker:
             rank: Any = await self._redis.zrank(self._order, marker)
@@ -129,17 +132,20 @@ class Quarantine:
 class Quarantines:
     """The quarantine of any mapping or function, on one Redis client and one set of bounds."""
 
-    def __init__(self, redis: RedisClient, *, bounds: Callable[[], Bounds], clock: Clock,
-                 evicted: Callable[[str, str], Callable[[int], None]]) -> None:
+    def __init__(self, redis: RedisClient, *, bounds: Callable[[], Bounds], clock: Clock, metrics: Metrics) -> None:
         self._redis = redis
         self._bounds = bounds
         self._clock = clock
-        self._evicted = evicted  # (function, mapping) -> count of entries that left by the bounds
+        self._metrics = metrics
 
     def of_mapping(self, uuid: str, function: str) -> Quarantine:
-        return Quarantine(self._redis, keys.mapping_quarantine(uuid), bounds=self._bounds(), clock=self._clock,
-                          evicted=self._evicted(function, uuid))
+        return self._of(keys.mapping_quarantine(uuid), function, uuid)
 
     def of_function(self, name: str) -> Quarantine:
-        return Quarantine(self._redis, keys.function_quarantine(name), bounds=self._bounds(), clock=self._clock,
-                          evicted=self._evicted(name, ""))
+        return self._of(keys.function_quarantine(name), name, "")
+
+    def _of(self, scope: tuple[str, str], function: str, mapping: str) -> Quarantine:
+        m = self._metrics
+        return Quarantine(self._redis, scope, bounds=self._bounds(), clock=self._clock,
+                          kept=m.quarantined.labels(function, mapping).inc,
+                          evicted=m.quarantine_evicted.labels(function, mapping).inc)

@@ -3,10 +3,11 @@
 -- KEYS[1] entries   hash  id -> entry document
 -- KEYS[2] order     zset  id -> quarantined at (Unix ms)
 -- ARGV[1] now (Unix ms), ARGV[2] retention (ms), ARGV[3] maximum entries, then id, document pairs
--- returns the number of entries that left by the bounds
+-- returns {entries that were not there before, entries that left by the bounds}
 local now, retention, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local added = 0
 for i = 4, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  added = added + redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[2], now, ARGV[i])
 end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - retention))
@@ -23,4 +24,4 @@ if #ARGV > 3 then
   redis.call('PEXPIRE', KEYS[1], retention)
   redis.call('PEXPIRE', KEYS[2], retention)
 end
-return #gone
+return {added, #gone}

@@ -104,7 +104,6 @@ class BatchResolver:
         self._m_delivered = metrics.on_failure_destination_delivered_events.labels(*labels)
         self._m_delivery_failures = metrics.destination_delivery_failures.labels(function.name)
         self._m_age = metrics.iterator_age.labels(*labels, shard_id)
-        self._m_quarantined = metrics.quarantined.labels(*labels)
 
     async def resolve(self, batch: list[StreamRecord], lane: Lane) -> None:
         spec = self._spec
@@ -279,7 +278,6 @@ class BatchResolver:
                            before_wait=lambda e, _n, _s: log.warning("quarantine_unavailable", error=str(e)))
         except Waiting as exc:
             raise Stopped from exc
-        self._m_quarantined.inc(len(records))
 
     async def _take_state(self, lane: Lane, result: InvokeResult) -> InvokeResult:
         """Keep the response's state; a response without one is a failed invocation. A state
