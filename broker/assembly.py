@@ -21,6 +21,7 @@ from broker.api import functions as functions_api
 from broker.api import health, mappings, server
 from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
+from broker.api import position as position_api
 from broker.api import quarantine as quarantine_api
 from broker.api.auth import SigV4
 from broker.aws.clients import AwsClients
@@ -48,6 +49,7 @@ from broker.running.records import Running
 from broker.running.tasks import Tasks
 from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
+from broker.sources.streams.checkpoints import CheckpointStore
 from broker.sources.streams.types import PrefetchBudget
 
 _MAX_BODY = 7 * 1024 * 1024  # above Invoke's 6 MiB, so Lambda's own 413 answers a larger payload
@@ -156,6 +158,8 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
                         metrics=ctx.metrics)
     api.add_routes(quarantine_api.routes(quarantines, replayer, catalog=control.catalog,
                                          functions=lambda: ctx.config().functions, **where))
+    api.add_routes(position_api.routes(catalog=control.catalog, shards=sources.shards, clock=ctx.clock,
+                                       checkpoints=lambda uuid: CheckpointStore(redis, uuid, pipeline)))
     api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, TagStore(redis),
                                         started=ctx.started_at, **where))
     return Parts(redis=redis, pipeline=pipeline, reservations=reservations, permits=permits, aws=aws,

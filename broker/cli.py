@@ -1,4 +1,4 @@
-"""``broker run|validate|version`` and ``broker --version``."""
+"""``broker run|validate|version|quarantine|rewind`` and ``broker --version``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 
 from broker import __version__, redaction
 from broker.arns import source_kind
+from broker.commands import quarantine as quarantine_command
+from broker.commands import rewind as rewind_command
 from broker.errors import BrokerError, ConfigError, describe, leaf_errors
-from broker.quarantine import command as quarantine_command
 
 
 def _overrides() -> str:
@@ -39,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("-c", "--config", required=True, help="config file (YAML)")
     sub.add_parser("version", help="print the version")
     quarantine_command.add_parser(sub)
+    rewind_command.add_parser(sub)
     return parser
+
+
+_API_COMMANDS = {"quarantine": quarantine_command.run, "rewind": rewind_command.run}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"broker {__version__}")
         return 0
-    if args.command == "quarantine":
-        return quarantine_command.run(args)
+    if args.command in _API_COMMANDS:
+        return _API_COMMANDS[args.command](args)
     from broker.config import load_config  # noqa: PLC0415 - keep `broker version` instant
 
     try:

@@ -27,6 +27,12 @@ def aws_error(status: int, code: str, message: str, *, error_type: str = "User",
                         headers={"X-Amzn-ErrorType": code, **(headers or {})})
 
 
+def mapping_not_found(uuid: str) -> web.Response:
+    """Lambda's answer for an event source mapping that does not exist."""
+    return aws_error(404, "ResourceNotFoundException", "The resource you requested does not exist. "
+                     f"(Service: Lambda, Status Code: 404, Request ID: -) UUID: {uuid}")
+
+
 def store_unavailable(store: str, exc: BrokerError) -> web.Response:
     """The answer while Redis cannot be read or written: 503 ServiceException, on every route."""
     return aws_error(503, "ServiceException", f"The {store} is unavailable: {exc}", error_type="Service")

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.api.bodies import parse_json
-from broker.api.errors import aws_error, json_object, store_guarded
+from broker.api.errors import aws_error, json_object, mapping_not_found, store_guarded
 from broker.api.routes import needs
 from broker.arns import function_arn, mapping_arn, resolve_name, source_kind
 from broker.config.models import EventSourceMapping
@@ -128,12 +128,6 @@ class _Api:
             function_arn=function_arn(self._region, self._account, esm.FunctionName), state=state,
             last_modified=time.time() if last_modified is None else last_modified)
 
-    @staticmethod
-    def _not_found(uuid: str) -> web.Response:
-        return aws_error(404, "ResourceNotFoundException",
-                         f"The resource you requested does not exist. (Service: Lambda, "
-                         f"Status Code: 404, Request ID: -) UUID: {uuid}")
-
     async def list_mappings(self, request: web.Request) -> web.Response:
         arn = request.query.get("EventSourceArn")
         fn = request.query.get("FunctionName")
@@ -151,7 +145,7 @@ class _Api:
     async def get_mapping(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
         known = (await self._control.catalog()).get(uuid)
-        return web.json_response(self._view(uuid, known)) if known else self._not_found(uuid)
+        return web.json_response(self._view(uuid, known)) if known else mapping_not_found(uuid)
 
     def _answer(self, esm: EventSourceMapping, state: str) -> web.Response:
         assert esm.UUID is not None
@@ -174,14 +168,14 @@ class _Api:
     async def delete_mapping(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
         if uuid not in await self._control.catalog():
-            return self._not_found(uuid)
+            return mapping_not_found(uuid)
         return await self._guarded(self._control.delete(uuid), "Deleting")
 
     async def update_mapping(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
         known = (await self._control.catalog()).get(uuid)
         if known is None:
-            return self._not_found(uuid)
+            return mapping_not_found(uuid)
         if not known.from_api:
             return await self._pause_or_resume(uuid, known, await request.read())
         body = await json_object(request)

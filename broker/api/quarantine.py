@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.errors import aws_error, json_object, store_guarded
+from broker.api.errors import aws_error, json_object, mapping_not_found, store_guarded
 from broker.api.routes import needs
 from broker.arns import function_arn, resolve_name, source_kind
 from broker.control.service import Known
@@ -64,9 +64,7 @@ class _Api:
         uuid = request.match_info["uuid"]
         known = (await self._catalog()).get(uuid)
         if known is None:
-            return aws_error(404, "ResourceNotFoundException",
-                             f"The resource you requested does not exist. (Service: Lambda, Status Code: 404, "
-                             f"Request ID: -) UUID: {uuid}")
+            return mapping_not_found(uuid)
         if source_kind(known.esm.EventSourceArn) is SourceKind.SQS:
             return aws_error(400, "InvalidParameterValueException",
                              f"Mapping {uuid} reads an SQS queue: failed messages stay in the queue and go to its "

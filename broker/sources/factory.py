@@ -33,7 +33,7 @@ from broker.sources.streams.leases import LeaseTable
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.supervisor import ShardSupervisor
 from broker.sources.streams.types import PrefetchBudget, StreamSettings
-from broker.types import SourceKind
+from broker.types import ShardInfo, SourceKind
 
 log = structlog.get_logger("broker.app")
 T = TypeVar("T")
@@ -108,6 +108,10 @@ class SourceFactory:
                        QueueOwnerAWSAccountId=arn.account)
         else:
             await (await self._stream_service(esm, kind)).shards()
+
+    async def shards(self, esm: EventSourceMapping) -> list[ShardInfo]:
+        """The shards of a stream mapping's stream, as listed now (AwsError if it cannot be)."""
+        return await (await self._stream_service(esm, source_kind(esm.EventSourceArn))).shards()
 
     async def _stream_service(self, esm: EventSourceMapping, kind: SourceKind) -> StreamService:
         s = self._config().broker

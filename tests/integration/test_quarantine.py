@@ -152,6 +152,10 @@ async def test_lambda_star_does_not_open_the_quarantine(broker: BrokerRunner, ta
             discard = url + "/discard"
             async with http.post(discard, headers=_signed("POST", discard, "operator", "s3cret-op")) as resp:
                 assert resp.status == 403, "ListQuarantine does not grant DiscardQuarantine"
+            rewind = f"http://127.0.0.1:{app.api_port}/broker/v1/mappings/{MAPPING}/position"
+            async with http.post(rewind, headers=_signed("POST", rewind, "developer", "s3cret-dev")) as resp:
+                assert resp.status == 403
+                assert "broker:SetPosition" in (await resp.json())["message"]
 
 
 async def test_replayed_stream_records_leave_the_quarantine_in_order_per_key(

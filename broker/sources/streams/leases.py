@@ -32,6 +32,7 @@ class LeaseTable:
     def __init__(self, redis: RedisClient, mapping_uuid: str, replica: str, ttl_seconds: float) -> None:
         self.keys = keys.leases(mapping_uuid)
         self._replicas = keys.mapping_replicas(mapping_uuid)
+        self._meta = keys.mapping_meta(mapping_uuid)
         self._redis = redis
         self.replica = replica
         self._ttl_ms = int(ttl_seconds * 1000)
@@ -45,8 +46,11 @@ class LeaseTable:
     async def _run(fn: Any, keys: list[str], args: list[Any]) -> Any:
         return await fn(keys=keys, args=args)
 
-    async def acquire(self, shard: str) -> Fence | None:
-        granted, value = await self._run(self._acquire, self.keys, [self.replica, shard, self._ttl_ms])
+    async def acquire(self, shard: str, generation: str = "0") -> Fence | None:
+        """The lease, unless another replica holds it or the mapping's position was set since
+        ``generation`` was read."""
+        granted, value = await self._run(self._acquire, [*self.keys, self._meta],
+                                         [self.replica, shard, self._ttl_ms, generation])
         return Fence(self.replica, int(value)) if granted else None
 
     async def renew(self, shard: str, fence: Fence) -> bool:

@@ -4,6 +4,11 @@ after their parents are read to their end (per-key order across resharding).
 Shards listed at the mapping's first start begin at ``StartingPosition``; shards found later
 (children of a split or merge) begin at TRIM_HORIZON, so nothing written to them is skipped.
 Discovery runs at start, every ``discovery_interval_seconds``, and whenever a shard ends.
+
+When the mapping's position is set (a rewind, ``checkpoints.CheckpointStore.set_start``), every
+replica sees the generation change in its next round: its consumers stop without a checkpoint (their
+leases were freed at a new epoch, so they could not write one anyway), what it remembered of the old
+checkpoints is forgotten, and the shards start again from the new checkpoints or position.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from broker.errors import BrokerError, describe, only_broker_errors
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
 from broker.quarantine.store import Quarantine
-from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore
+from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore, Saved
 from broker.sources.streams.leases import Fence, LeaseTable
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.shard_consumer import ShardConsumer, ShutdownReason
@@ -90,6 +95,9 @@ class ShardSupervisor:
         self._m_leases = metrics.leases_owned.labels(function.name, self._spec.uuid)
         self._m_lost = metrics.state_lost.labels("checkpoint")
         self._known: dict[str, str] = {}  # checkpoints last read or written: written back if Redis loses them
+        self._generation: str | None = None  # of the mapping's position, as last read (None: not yet)
+        self._start_at: tuple[str, float | None] = (self._spec.starting_position, self._spec.starting_timestamp)
+        self._initial: set[str] = set()  # the shards that take _start_at (the others TRIM_HORIZON)
 
     def stop(self) -> None:
         self._stop.set()
@@ -107,16 +115,19 @@ class ShardSupervisor:
         self._stop = asyncio.Event()
         structlog.contextvars.bind_contextvars(mapping=self._spec.uuid, function=self._function.name)
         shards = await self._service.shards()
-        initial = await self._checkpoints.initial_shards([s.shard_id for s in shards], self._clock.time())
+        self._generation = None
         discovered = self._clock.monotonic()
         async with asyncio.TaskGroup() as group:
             while not self._stop.is_set():
                 try:
                     live = await self._leases.beat()
                     await self._renew()
-                    saved = await self._prune(await self._checkpoints.all(), shards)
+                    state = await self._checkpoints.state()
+                    if state.generation != self._generation:
+                        shards = await self._follow_position(state, shards)
+                    saved = await self._prune(state.checkpoints, shards)
                     saved = await self._restore_lost(saved, shards)
-                    await self._balance(group, shards, initial, saved, live)
+                    await self._balance(group, shards, saved, live)
                 except BrokerError as exc:
                     log.warning("lease_round_failed", error=str(exc))
                 self._wake.clear()
@@ -140,6 +151,23 @@ class ShardSupervisor:
         with contextlib.suppress(BrokerError):
             await self._leases.beat(leaving=True)
 
+    async def _follow_position(self, state: Saved, shards: list[ShardInfo]) -> list[ShardInfo]:
+        """The mapping's position as stored: at the first round, or after it was set (a rewind)."""
+        first = self._generation is None
+        self._generation = state.generation
+        self._start_at = state.position or (self._spec.starting_position, self._spec.starting_timestamp)
+        if not first:
+            log.info("mapping_position_set", generation=state.generation, start=self._start_at[0],
+                     checkpoints=len(state.checkpoints), stopping=sorted(self.consumers))
+            for consumer in self.consumers.values():
+                consumer.lose_lease()
+            self.held.clear()
+            self._handoff.clear()
+            self._known.clear()
+            shards = await self._service.shards()
+        self._initial = await self._checkpoints.initial_shards([s.shard_id for s in shards], self._clock.time())
+        return shards
+
     async def _prune(self, saved: dict[str, str], shards: list[ShardInfo]) -> dict[str, str]:
         """Forget ended shards whose children have checkpoints (bounded state across reshards)."""
         done = {p for p in _proven_ended(shards, saved) if p in saved and p not in self.consumers}
@@ -162,7 +190,7 @@ class ShardSupervisor:
             self._m_lost.inc()
             log.error("checkpoint_lost", shard=shard, resume_after=sequence,
                       note="Redis no longer had this shard's checkpoint; written back from this replica's memory")
-            await self._checkpoints.restore(shard, sequence)
+            await self._checkpoints.restore(shard, sequence, self._generation or "0")
         saved = {**lost, **saved}
         self._known = dict(saved)
         return saved
@@ -174,8 +202,8 @@ class ShardSupervisor:
             if consumer is not None:
                 consumer.lose_lease()
 
-    async def _balance(self, group: asyncio.TaskGroup, shards: list[ShardInfo], initial: set[str],
-                       saved: dict[str, str], live: int) -> None:
+    async def _balance(self, group: asyncio.TaskGroup, shards: list[ShardInfo], saved: dict[str, str],
+                       live: int) -> None:
         listed = {s.shard_id for s in shards}
         finished = {k for k, v in saved.items() if v == SHARD_END} | _proven_ended(shards, saved)
         # A parent that is no longer listed (past retention) counts as read to its end.
@@ -197,29 +225,27 @@ class ShardSupervisor:
                 running.mark_closed(shard.ending_sequence or "")
             if len(mine) >= target or shard.shard_id in self.held:
                 continue
-            fence = await self._leases.acquire(shard.shard_id)
+            fence = await self._leases.acquire(shard.shard_id, self._generation or "0")
             if fence is not None:
                 self.held[shard.shard_id] = fence
                 mine.append(shard.shard_id)
                 log.info("lease_acquired", shard=shard.shard_id, epoch=fence.epoch)
         for shard_id, fence in self.held.items():
             if shard_id not in self.consumers and shard_id not in self._handoff and shard_id in by_id:
-                self._start(group, by_id[shard_id], fence, initial, saved)
+                self._start(group, by_id[shard_id], fence, saved)
         self._m_leases.set(len(self.held))
 
-    def _start(self, group: asyncio.TaskGroup, shard: ShardInfo, fence: Fence, initial: set[str],
-               saved: dict[str, str]) -> None:
-        start = ((self._spec.starting_position, self._spec.starting_timestamp)
-                 if shard.shard_id in initial else ("TRIM_HORIZON", None))
+    def _start(self, group: asyncio.TaskGroup, shard: ShardInfo, fence: Fence, saved: dict[str, str]) -> None:
+        start = self._start_at if shard.shard_id in self._initial else ("TRIM_HORIZON", None)
         consumer = ShardConsumer(
             shard=shard, service=self._service, spec=self._spec, function=self._function,
             checkpoints=self._checkpoints, sender=self._sender, quarantine=self._quarantine, metrics=self._metrics,
             clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
             fence=fence, on_result=self._record_result, budget=self._budget)
         self.consumers[shard.shard_id] = consumer
-        group.create_task(self._run_consumer(consumer, fence), name=f"shard:{shard.shard_id}")
+        group.create_task(self._run_consumer(consumer, fence, self._generation), name=f"shard:{shard.shard_id}")
 
-    async def _run_consumer(self, consumer: ShardConsumer, fence: Fence) -> None:
+    async def _run_consumer(self, consumer: ShardConsumer, fence: Fence, generation: str | None) -> None:
         shard_id = consumer.shard.shard_id
         try:
             reason = await consumer.run()
@@ -232,15 +258,17 @@ class ShardSupervisor:
             reason = ShutdownReason.REQUESTED
         finally:
             self.consumers.pop(shard_id, None)
-            if consumer.checkpointed is not None:
+            if consumer.checkpointed is not None and generation == self._generation:
                 self._known[shard_id] = consumer.checkpointed
+        ours = self.held.get(shard_id) == fence  # not a lease taken again since (after a rewind)
         if reason is ShutdownReason.LEASE_LOST:
-            self.held.pop(shard_id, None)
+            if ours:
+                self.held.pop(shard_id, None)
         elif reason is ShutdownReason.SHARD_END or shard_id in self._handoff:
             if reason is ShutdownReason.SHARD_END:
                 log.info("shard_finished", shard=shard_id)
             self._handoff.discard(shard_id)
-            if self.held.pop(shard_id, None) is not None:
+            if ours and self.held.pop(shard_id, None) is not None:
                 with contextlib.suppress(BrokerError):
                     await self._leases.release(shard_id, fence)
         self._wake.set()  # children may start now; handed-off shards are free; a failed consumer restarts

@@ -3,8 +3,13 @@
 -- KEYS[1] {broker:esm:<uuid>}:lease_owner   hash shard -> replica
 -- KEYS[2] {broker:esm:<uuid>}:lease_expiry  hash shard -> Unix ms (Redis TIME)
 -- KEYS[3] {broker:esm:<uuid>}:lease_epoch   hash shard -> integer
--- ARGV[1] replica id, ARGV[2] shard id, ARGV[3] ttl ms
--- returns {1, epoch} if the caller holds the lease now, {0, owner} if another replica does
+-- KEYS[4] {broker:esm:<uuid>}:meta
+-- ARGV[1] replica id, ARGV[2] shard id, ARGV[3] ttl ms, ARGV[4] the mapping's generation the caller read
+-- returns {1, epoch} if the caller holds the lease now, {0, owner} if another replica does, {0, ''}
+-- if the mapping's position was set since the caller read it (it reads the checkpoints again first)
+if (redis.call('HGET', KEYS[4], 'generation') or '0') ~= ARGV[4] then
+  return {0, ''}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local owner = redis.call('HGET', KEYS[1], ARGV[2])

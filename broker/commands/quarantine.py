@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-Call = Callable[..., tuple[int, Any]]
+from broker.commands.answers import Call, endpoint_refused
+from broker.commands.answers import said as _said
 
 
 def add_parser(sub: Any) -> None:
@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from broker.aws.api_client import call  # noqa: PLC0415 - botocore only for this command
 
-    if not args.endpoint.startswith(("http://", "https://")):
-        print(f"broker quarantine: --endpoint {args.endpoint!r} must be an http:// or https:// URL", file=sys.stderr)
+    if endpoint_refused("quarantine", args.endpoint):
         return 2
     scope = (f"mappings/{urllib.parse.quote(args.mapping)}" if args.mapping
              else f"functions/{urllib.parse.quote(args.function)}")
@@ -69,10 +68,3 @@ def _list(call: Call, base: str, args: argparse.Namespace) -> int:
             return 0
 
 
-def _said(status: int, answer: Any) -> int:
-    if status >= 400:
-        message = answer.get("message", answer) if isinstance(answer, dict) else answer
-        print(f"broker: {status}: {message}", file=sys.stderr)
-        return 1
-    print(json.dumps(answer))
-    return 0
