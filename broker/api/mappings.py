@@ -24,7 +24,7 @@ _PREFIX = "/2015-03-31/event-source-mappings"
 _ECHOED = (
     "BatchSize", "MaximumBatchingWindowInSeconds", "StartingPosition", "StartingPositionTimestamp",
     "ParallelizationFactor", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError",
-    "MaximumRetryAttempts", "TumblingWindowInSeconds", "KMSKeyArn",
+    "MaximumRetryAttempts", "TumblingWindowInSeconds", "KMSKeyArn", "IsolateFailingKeys",
 )
 
 

@@ -242,6 +242,8 @@ class EventSourceMapping(_Strict):
     BisectBatchOnFunctionError: bool | None = None
     DestinationConfig: DestinationConfigSpec | None = None
     TumblingWindowInSeconds: Annotated[int | None, Field(ge=0, le=900)] = None
+    # The broker's own (not Lambda's): a failing record parks its key only, the shard goes on
+    IsolateFailingKeys: bool | None = None
     FunctionResponseTypes: Annotated[
         list[Literal["ReportBatchItemFailures"]], Field(max_length=1)
     ] = []

@@ -28,6 +28,7 @@ _STREAM_ONLY = (
     "MaximumRecordAgeInSeconds",
     "BisectBatchOnFunctionError",
     "TumblingWindowInSeconds",
+    "IsolateFailingKeys",
 )
 _NO_STARTING_POSITION = wording.NO_STARTING_POSITION
 _UNSUPPORTED_DESTINATION = wording.UNSUPPORTED_DESTINATION
@@ -235,6 +236,7 @@ def _check_stream(esm: EventSourceMapping, path: str, kind: SourceKind, now: flo
     if age is not None and age != -1 and age < 60:
         issues.append(ConfigIssue(f"{path}.MaximumRecordAgeInSeconds",
                                   "MaximumRecordAgeInSeconds must be -1 or between 60 and 604800"))
+    issues += _check_isolation(esm, path)
     dest = esm.DestinationConfig
     if dest and dest.OnSuccess and dest.OnSuccess.Destination:
         issues.append(ConfigIssue(f"{path}.DestinationConfig.OnSuccess", _UNSUPPORTED_DESTINATION))
@@ -243,6 +245,21 @@ def _check_stream(esm: EventSourceMapping, path: str, kind: SourceKind, now: flo
     ):
         issues.append(ConfigIssue(f"{path}.DestinationConfig.OnFailure.Destination",
                                   "must be the ARN of a standard SQS queue, standard SNS topic or S3 bucket"))
+    return issues
+
+
+def _check_isolation(esm: EventSourceMapping, path: str) -> list[ConfigIssue]:
+    """The broker's IsolateFailingKeys needs a rule that names the failing record."""
+    if not esm.IsolateFailingKeys:
+        return []
+    issues = []
+    if not (esm.report_batch_item_failures or esm.BisectBatchOnFunctionError):
+        issues.append(ConfigIssue(f"{path}.IsolateFailingKeys", (
+            "IsolateFailingKeys needs FunctionResponseTypes [ReportBatchItemFailures] or "
+            "BisectBatchOnFunctionError: true, which name the failing record")))
+    if esm.TumblingWindowInSeconds:
+        issues.append(ConfigIssue(f"{path}.IsolateFailingKeys",
+                                  "IsolateFailingKeys cannot be used with TumblingWindowInSeconds"))
     return issues
 
 

@@ -18,6 +18,7 @@ UPDATABLE = frozenset({
     "FunctionName", "Enabled", "BatchSize", "MaximumBatchingWindowInSeconds", "FilterCriteria", "ScalingConfig",
     "DestinationConfig", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError", "MaximumRetryAttempts",
     "ParallelizationFactor", "TumblingWindowInSeconds", "FunctionResponseTypes", "MetricsConfig", "KMSKeyArn",
+    "IsolateFailingKeys",  # the broker's own
 })
 CREATABLE = UPDATABLE | {"EventSourceArn", "StartingPosition", "StartingPositionTimestamp", "Tags"}
 

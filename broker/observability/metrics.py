@@ -56,6 +56,8 @@ class Metrics:
         # The quarantine (mapping "" for a function's async events)
         self.quarantined = Counter("broker_quarantined_records", "Records and async events given up and kept in the quarantine with their payload.", _ESM, registry=r)
         self.quarantine_replays = Counter("broker_quarantine_replays", "Quarantine entries replayed, by outcome (queued: an async event queued again; succeeded, failed: a stream record invoked).", (*_ESM, "outcome"), registry=r)
+        self.parked_keys = Gauge("broker_parked_keys", "Keys of a stream mapping parked after a failure (IsolateFailingKeys), on the shards this replica holds.", _ESM, registry=r)
+        self.parked_records = Gauge("broker_parked_records", "Records waiting behind a parked key (IsolateFailingKeys), on the shards this replica holds.", _ESM, registry=r)
         self.quarantine_evicted = Counter("broker_quarantine_evicted_records", "Quarantine entries that left by its bounds (age or count), oldest first.", _ESM, registry=r)
         self.destination_delivery_failures = Counter("broker_destination_delivery_failures", "Failed attempts to write to a destination.", _FN, registry=r)
         self.async_queue_depth = Gauge("broker_async_queue_depth", "Async events queued or waiting for a retry, per function.", _FN, registry=r)

@@ -67,6 +67,16 @@ def mapping_quarantine(uuid: str) -> tuple[str, str]:
     return f"{_mapping(uuid)}:quarantine", f"{_mapping(uuid)}:quarantine-order"
 
 
+def parked_keys(uuid: str, shard: str) -> str:
+    """A shard's parked keys (IsolateFailingKeys): key -> attempts spent on its oldest record."""
+    return f"{_mapping(uuid)}:parked:{shard}"
+
+
+def parked_records(uuid: str, shard: str, key: str) -> str:
+    """One parked key's records, oldest first."""
+    return f"{_mapping(uuid)}:parked:{shard}:{key}"
+
+
 def checkpoints(uuid: str) -> str:
     return f"{_mapping(uuid)}:checkpoints"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from broker.sources.streams.checkpoints import CheckpointStore
 from broker.sources.streams.dynamodb import DynamoDBStreamsService
 from broker.sources.streams.kinesis import KinesisService
 from broker.sources.streams.leases import LeaseTable
+from broker.sources.streams.parking import ParkedKeys
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.supervisor import ShardSupervisor
 from broker.sources.streams.types import PrefetchBudget, StreamSettings
@@ -146,7 +148,9 @@ class SourceFactory:
                 backoff_max_seconds=s.retry_backoff_max_seconds,
                 window_close_seconds=s.tumbling_window_close_seconds),
             discovery_interval_seconds=s.stream_discovery_interval_seconds, lease_ttl_seconds=s.lease_ttl_seconds,
-            budget=self._prefetch)
+            budget=self._prefetch, parking=functools.partial(
+                ParkedKeys, self._redis, mapping_uuid=esm.UUID, clock=self._clock, metrics=self._metrics,
+                labels=(function.name, esm.UUID)))
 
     async def _lean(self, service: str) -> Any:
         """GetRecords signed and sent without botocore's per-call machinery (unless turned off)."""

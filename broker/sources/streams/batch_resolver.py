@@ -9,13 +9,19 @@ response resumes from the lowest reported sequence number; records older than
 ``MaximumRecordAgeInSeconds`` are given up. What is given up goes to the on-failure destination
 (retried until delivered, or the shard waits) or, without one, is dropped and counted. Records are
 handed back to the shard (``Shard.handled``) as they are done, for its checkpoint.
+
+With ``IsolateFailingKeys``, the record a failure names (the lowest reported item, or the one
+record left after bisecting) is parked with every later record of its key (``parking``), the
+checkpoint passes them once stored, and the batch goes on with the other keys' records; records of
+a key already parked are parked before any invocation. ``resolve_parked`` applies the rules to a
+parked key's oldest record, one try at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import json
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,14 +32,16 @@ import structlog
 from broker.batching.envelope import records_event
 from broker.batching.partial_failures import parse_item_failures
 from broker.clock import Clock
-from broker.destinations.failure_records import response_context, s3_failure_key, stream_failure_record
+from broker.destinations.failure_records import response_context
 from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
-from broker.quarantine.store import Quarantine, entry, last_error
+from broker.quarantine.store import Quarantine
 from broker.retrying import Stopped as Waiting
 from broker.retrying import backoff_delay, retrying
+from broker.sources.streams.give_up import FailurePath
+from broker.sources.streams.parking import ParkedKeys
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.sources.streams.windows import response_state, state_too_large
@@ -79,81 +87,170 @@ class Shard(Protocol):
     async def handled(self, records: list[StreamRecord], lane: Lane) -> None:
         """These records are done (succeeded or given up): the checkpoint may pass them."""
 
+    def lose_lease(self) -> None:
+        """A fenced write found the lease gone: stop at once, never checkpoint again."""
+
 
 class BatchResolver:
     def __init__(self, shard: Shard, *, service: StreamService, spec: StreamMappingSpec, function: Function,
                  sender: DestinationSender, metrics: Metrics, clock: Clock, settings: StreamSettings,
-                 on_result: Callable[[str], None], quarantine: Quarantine | None = None) -> None:
+                 on_result: Callable[[str], None], quarantine: Quarantine | None = None,
+                 parked: ParkedKeys | None = None) -> None:
         shard_id = shard.shard_id
         self._shard_id = shard_id
         self._service = service
         self._spec = spec
         self._function = function
-        self._sender = sender
-        self._quarantine = quarantine
         self._clock = clock
         self._settings = settings
         self._sleep = shard.sleep
         self._stopped = shard.stopped
         self._handled = shard.handled
+        self._shard = shard
+        self._parked = parked
+        self._isolating = spec.isolate_failing_keys and parked is not None
         self._on_result = on_result
         labels = (function.name, spec.uuid)
         self._m_invoked = metrics.invoked_events.labels(*labels)
         self._m_failed = metrics.failed_invoke_events.labels(*labels)
-        self._m_dropped = metrics.dropped_events.labels(*labels)
-        self._m_delivered = metrics.on_failure_destination_delivered_events.labels(*labels)
-        self._m_delivery_failures = metrics.destination_delivery_failures.labels(function.name)
+        self._failures = FailurePath(shard_id=shard_id, service=service, spec=spec, function=function, sender=sender,
+                                     quarantine=quarantine, metrics=metrics, clock=clock, sleep=shard.sleep,
+                                     backoff=self._backoff)
         self._m_age = metrics.iterator_age.labels(*labels, shard_id)
 
     async def resolve(self, batch: list[StreamRecord], lane: Lane) -> None:
-        spec = self._spec
         work = collections.deque([_Work(batch, lane)])
         while work:
-            w = work[0]
             if self._stopped.is_set():
                 raise Stopped
-            expired = self._expired_prefix(w.records)
-            if expired:
-                await self._give_up(expired, "RecordAgeExceeded", w, response=None)
-                w.records = w.records[len(expired):]
-                if not w.records:
-                    work.popleft()
-                continue
-            result = await self._invoke(w)
-            if result is None:  # records aged out while throttled: the age check above takes them
-                continue
-            if lane.window is not None and result.ok:
-                result = await self._take_state(lane, result)
-            failed = (parse_item_failures(result.payload, {r.sequence for r in w.records})
-                      if result.ok and spec.report_batch_item_failures else frozenset())
-            self._log_invoked(w, result, failed)
-            if result.ok and failed == frozenset():
-                await self._handled(w.records, lane)
-                self._on_result("OK")
+            if await self._step(work[0], work):
                 work.popleft()
-                continue
-            self._m_failed.inc(len(w.records))
-            self._on_result("PROBLEM: Function call failed")
-            if result.ok and failed:  # a valid partial response: resume from the lowest reported
-                lowest = min(failed, key=int)
-                cut = next(i for i, r in enumerate(w.records) if r.sequence == lowest)
-                await self._handled(w.records[:cut], lane)
-                w.records = w.records[cut:]
-            elif spec.bisect and len(w.records) > 1:  # splitting spends no attempt
-                mid = len(w.records) // 2
-                work.popleft()
-                work.appendleft(_Work(w.records[mid:], lane, attempts=w.attempts))
-                work.appendleft(_Work(w.records[:mid], lane, attempts=w.attempts))
-                log.info("batch_bisected", records=len(w.records), halves=(mid, len(w.records) - mid))
-                continue
-            w.attempts += 1
-            if 0 <= spec.max_retry_attempts < w.attempts:
-                error = result.function_error if not result.ok else None
-                await self._give_up(w.records, "RetryAttemptsExhausted", w, response=response_context(error))
-                work.popleft()
-                continue
-            if not await self._sleep(self._backoff(w.attempts - 1)):
+
+    async def _step(self, w: _Work, work: collections.deque[_Work]) -> bool:
+        """One step on the first piece of work: True once it is done."""
+        if self._parked is not None and self._parked.keys and not await self._behind_parked(w):
+            return True
+        expired = self._expired_prefix(w.records)
+        if expired:
+            await self._give_up(expired, "RecordAgeExceeded", w, response=None)
+            w.records = w.records[len(expired):]
+            return not w.records
+        result = await self._invoke(w)
+        if result is None:  # records aged out while throttled: the age check takes them next
+            return False
+        if w.lane.window is not None and result.ok:
+            result = await self._take_state(w.lane, result)
+        failed = (parse_item_failures(result.payload, {r.sequence for r in w.records})
+                  if result.ok and self._spec.report_batch_item_failures else frozenset())
+        self._log_invoked(w, result, failed)
+        if result.ok and failed == frozenset():
+            await self._handled(w.records, w.lane)
+            self._on_result("OK")
+            return True
+        self._m_failed.inc(len(w.records))
+        self._on_result("PROBLEM: Function call failed")
+        return await self._failed(w, work, result, failed)
+
+    async def _failed(self, w: _Work, work: collections.deque[_Work], result: InvokeResult,
+                      failed: frozenset[str] | None) -> bool:
+        """After a failed invocation: resume from a partial response, bisect, park the failing
+        record's key, or spend an attempt (and give up after the last). True once ``w`` is done."""
+        spec = self._spec
+        if result.ok and failed:  # a valid partial response: resume from the lowest reported
+            lowest = min(failed, key=int)
+            cut = next(i for i, r in enumerate(w.records) if r.sequence == lowest)
+            await self._handled(w.records[:cut], w.lane)
+            w.records = w.records[cut:]
+            if self._isolating:
+                return not await self._isolate(w, w.records[0])
+        elif spec.bisect and len(w.records) > 1:  # splitting spends no attempt
+            mid = len(w.records) // 2
+            work.popleft()
+            work.appendleft(_Work(w.records[mid:], w.lane, attempts=w.attempts))
+            work.appendleft(_Work(w.records[:mid], w.lane, attempts=w.attempts))
+            log.info("batch_bisected", records=len(w.records), halves=(mid, len(w.records) - mid))
+            return False
+        elif self._isolating and len(w.records) == 1:
+            await self._isolate(w, w.records[0])
+            return True
+        w.attempts += 1
+        if 0 <= spec.max_retry_attempts < w.attempts:
+            error = result.function_error if not result.ok else None
+            await self._give_up(w.records, "RetryAttemptsExhausted", w, response=response_context(error))
+            return True
+        if not await self._sleep(self._backoff(w.attempts - 1)):
+            raise Stopped
+        return False
+
+    # ------------------------------------------------------------------ parked keys (IsolateFailingKeys)
+
+    async def _behind_parked(self, w: _Work) -> bool:
+        """Records of keys parked already are parked behind them; False if none of ``w`` is left."""
+        parked = self._parked
+        assert parked is not None
+        held = [r for r in w.records if parked.holds(r.key)]
+        if held:
+            await self._park(held, w, failing=None)
+            w.records = [r for r in w.records if not parked.holds(r.key)]
+        return bool(w.records)
+
+    async def _isolate(self, w: _Work, failing: StreamRecord) -> bool:
+        """``failing`` and the later records of its key are parked; the other keys' records stay
+        in ``w`` (not yet known to have succeeded), with no attempt spent. False if none are left."""
+        mine = [r for r in w.records if r.key == failing.key]
+        await self._park(mine, w, failing=failing)
+        log.warning("key_parked", key=failing.key, sequence=failing.sequence, records=len(mine))
+        w.records = [r for r in w.records if r.key != failing.key]
+        w.attempts = 0
+        return bool(w.records)
+
+    async def _park(self, records: list[StreamRecord], w: _Work, *, failing: StreamRecord | None) -> None:
+        """Park records (grouped by key, in order), stored before the checkpoint may pass them."""
+        parked = self._parked
+        assert parked is not None
+        by_key: dict[str, list[StreamRecord]] = collections.defaultdict(list)
+        for r in records:
+            by_key[r.key].append(r)
+        for key, group in by_key.items():
+            new = parked.take(group, attempts=1 if failing is not None and failing.key == key else 0, last=w.last)
+            try:
+                stored = await retrying(functools.partial(parked.store, new), pause=self._sleep,
+                                        retryable=lambda e: isinstance(e, BrokerError) and e.retryable,
+                                        delay=lambda n, _: self._backoff(n),
+                                        before_wait=lambda e, _n, _s: log.warning("parking_unavailable",
+                                                                                  error=str(e)))
+            except Waiting as exc:
+                raise Stopped from exc
+            if not stored:
+                self._shard.lose_lease()
                 raise Stopped
+        await self._handled(records, w.lane)
+
+    async def resolve_parked(self, record: StreamRecord, *, attempts: int,
+                             last: InvokeResult | None) -> tuple[bool, InvokeResult | None]:
+        """One try of a parked key's oldest record by the rules: (True, _) once it is done
+        (delivered, or given up after its attempts or its age), (False, answer) if it failed again."""
+        w = _Work([record], Lane(), attempts=attempts, invokes=attempts, last=last)
+        if self._expired_prefix(w.records):
+            await self._give_up(w.records, "RecordAgeExceeded", w, response=None)
+            return True, None
+        if 0 <= self._spec.max_retry_attempts < attempts:
+            error = last.function_error if last is not None and not last.ok else None
+            await self._give_up(w.records, "RetryAttemptsExhausted", w, response=response_context(error))
+            return True, None
+        result = await self._invoke(w)
+        if result is None:  # aged out while throttled: given up on the next try
+            return False, None
+        failed = (parse_item_failures(result.payload, {record.sequence})
+                  if result.ok and self._spec.report_batch_item_failures else frozenset())
+        self._log_invoked(w, result, failed)
+        if result.ok and failed == frozenset():
+            return True, result
+        self._m_failed.inc()
+        return False, result
+
+    def backoff(self, attempt: int) -> float:
+        return self._backoff(attempt)
 
     def _expired_prefix(self, records: list[StreamRecord]) -> list[StreamRecord]:
         limit = self._spec.max_record_age_seconds
@@ -223,61 +320,13 @@ class BatchResolver:
 
     async def _give_up(self, records: list[StreamRecord], condition: str, w: _Work,
                        response: dict[str, Any] | None) -> None:
-        """The failure path: the quarantine (with the records), then the destination record (retried
-        until delivered) or a counted drop."""
-        await self._quarantined(records, condition, w)
-        destination = self._spec.destination
-        if not destination:
-            self._m_dropped.inc(len(records))
-            log.warning("records_dropped", condition=condition, records=len(records),
-                        first=records[0].sequence, last=records[-1].sequence)
-            await self._handled(records, w.lane)
-            return
-        now = self._clock.time()
-        document = stream_failure_record(
-            kind=self._service.kind, request_id=w.request_id or str(uuid.uuid4()),
-            # Records already too old when read were never invoked, yet AWS counts them as 1.
-            function_arn=self._function.arn, condition=condition, invoke_count=max(1, w.invokes),
-            response=response, timestamp=now, shard_id=self._shard_id,
-            first=(records[0].sequence, records[0].arrival), last=(records[-1].sequence, records[-1].arrival),
-            batch_size=len(records), stream_arn=self._service.arn)
-        s3_key = None
-        if destination.startswith("arn:aws:s3:"):
-            payload = records_event(r.encoded for r in records)
-            document = {**document, "payload": json.loads(payload)}
-            s3_key = s3_failure_key(self._spec.uuid, self._shard_id, now)
-        def failed(error: BaseException, _n: int, _s: float) -> None:
-            self._m_delivery_failures.inc()
-            log.warning("destination_delivery_failed", destination=destination, error=str(error))
-
-        try:  # until delivered: the shard waits, as Lambda's does
-            await retrying(lambda: self._sender.deliver(destination, document, s3_key=s3_key), pause=self._sleep,
-                           retryable=lambda e: isinstance(e, BrokerError), delay=lambda n, _: self._backoff(n),
-                           before_wait=failed)
-        except Waiting as exc:
-            raise Stopped from exc
-        self._m_delivered.inc(len(records))
-        log.info("sent_to_destination", destination=destination, condition=condition, records=len(records),
-                 first=records[0].sequence, last=records[-1].sequence)
-        await self._handled(records, w.lane)
-
-    async def _quarantined(self, records: list[StreamRecord], condition: str, w: _Work) -> None:
-        """Keep the given-up records with their data, retried until stored (the shard waits)."""
-        if self._quarantine is None:
-            return
-        now, last = self._clock.time(), w.last
-        error = last_error(last.payload, last.function_error, last.target_status) if last else None
-        entries = [entry(id_=f"{self._shard_id}:{r.sequence}", reason=condition, attempts=w.invokes,
-                         quarantined_at=now, last_error=error, record=r.record, ShardId=self._shard_id,
-                         SequenceNumber=r.sequence, PartitionKey=r.key) for r in records]
-        quarantine = self._quarantine
+        """The failure path (``give_up``), then the checkpoint may pass the records."""
         try:
-            await retrying(lambda: quarantine.add(entries), pause=self._sleep,
-                           retryable=lambda e: isinstance(e, BrokerError) and e.retryable,
-                           delay=lambda n, _: self._backoff(n),
-                           before_wait=lambda e, _n, _s: log.warning("quarantine_unavailable", error=str(e)))
+            await self._failures.send_off(records, condition, invokes=w.invokes, request_id=w.request_id,
+                                          last=w.last, response=response)
         except Waiting as exc:
             raise Stopped from exc
+        await self._handled(records, w.lane)
 
     async def _take_state(self, lane: Lane, result: InvokeResult) -> InvokeResult:
         """Keep the response's state; a response without one is a failed invocation. A state

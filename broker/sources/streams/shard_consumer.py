@@ -18,7 +18,9 @@ checkpoint only moves past a record when it and everything before it are handled
 
 Each lane takes batches (``BatchSize``, ``MaximumBatchingWindowInSeconds``, 6 MB, never across two
 tumbling windows) and hands them to ``batch_resolver``, which applies the stream rules of retries,
-bisecting, partial responses, record age and the failure destination.
+bisecting, partial responses, record age and the failure destination. With keys parked
+(``IsolateFailingKeys``, or parked before and not yet drained) a ``ParkedRetries`` task tries them
+again beside the lanes; a closed shard ends only once nothing of it is parked.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from broker.quarantine.store import Quarantine
 from broker.sources.streams.batch_resolver import BatchResolver, Stopped
 from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore
 from broker.sources.streams.leases import Fence
+from broker.sources.streams.parked_retries import ParkedRetries
+from broker.sources.streams.parking import ParkedKeys
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.shard_reader import ShardReader
 from broker.sources.streams.shard_state import ShardState
@@ -71,7 +75,8 @@ class ShardConsumer:
                  quarantine: Quarantine | None = None,
                  metrics: Metrics, clock: Clock, settings: StreamSettings, start: tuple[str, float | None],
                  checkpoint: str | None = None, fence: Fence | None = None,
-                 on_result: Callable[[str], None] = lambda _: None, budget: PrefetchBudget | None = None) -> None:
+                 on_result: Callable[[str], None] = lambda _: None, budget: PrefetchBudget | None = None,
+                 parked: ParkedKeys | None = None) -> None:
         self.state = ConsumerState.INITIALIZING
         self._spec = spec
         self._clock = clock
@@ -88,8 +93,9 @@ class ShardConsumer:
             metrics=metrics, labels=(function.name, spec.uuid), budget=budget)
         self._resolver = BatchResolver(
             self._shard, service=service, spec=spec, function=function, sender=sender, quarantine=quarantine,
-            metrics=metrics,
-            clock=clock, settings=settings, on_result=on_result)
+            metrics=metrics, clock=clock, settings=settings, on_result=on_result, parked=parked)
+        self._parked = parked
+        self._lanes_running = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,19 +131,31 @@ class ShardConsumer:
         if shard.checkpointed == SHARD_END:
             self.state = ConsumerState.SHARD_END
             return ShutdownReason.SHARD_END
+        parked = self._parked
+        if parked is not None:
+            await parked.load()  # before reading: a record of a parked key read now waits behind it
         self.state = ConsumerState.PROCESSING
-        log.info("shard_consumer_started", checkpoint=shard.checkpointed, start=self._start_position)
+        log.info("shard_consumer_started", checkpoint=shard.checkpointed, start=self._start_position,
+                 **({"parked_keys": len(parked.keys)} if parked is not None and parked.keys else {}))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._reader.run())
+                self._lanes_running = len(shard.lanes)
                 for lane in shard.lanes:
                     group.create_task(self._work(lane))
+                if parked is not None and (self._spec.isolate_failing_keys or parked.keys):
+                    retries = ParkedRetries(parked, resolver=self._resolver, shard=shard,
+                                            finished=lambda: self._lanes_running == 0)
+                    group.create_task(retries.run())
         finally:
             self._reader.release_all()
+            drained = parked is None or not parked.keys
+            if parked is not None:
+                parked.release()
         if not await shard.write_checkpoint():
             self.state = ConsumerState.SHUTDOWN
             return ShutdownReason.LEASE_LOST
-        if self._reader.read_to_end and shard.tracker.pending == 0 and not shard.stopped.is_set():
+        if self._reader.read_to_end and shard.tracker.pending == 0 and drained and not shard.stopped.is_set():
             if not await shard.end(SHARD_END):
                 return ShutdownReason.LEASE_LOST
             self.state = ConsumerState.SHARD_END
@@ -150,6 +168,14 @@ class ShardConsumer:
     # ------------------------------------------------------------------ batching
 
     async def _work(self, lane: Lane) -> None:
+        try:
+            await self._batches(lane)
+        finally:
+            self._lanes_running -= 1
+            if self._parked is not None:
+                self._parked.changed.set()  # the parked retries end with the lanes, once drained
+
+    async def _batches(self, lane: Lane) -> None:
         seconds = self._spec.tumbling_window_seconds
         while True:
             batch = await self._next_batch(lane)

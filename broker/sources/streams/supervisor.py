@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 
 import structlog
 
@@ -29,6 +30,7 @@ from broker.observability.metrics import Metrics
 from broker.quarantine.store import Quarantine
 from broker.sources.streams.checkpoints import SHARD_END, CheckpointStore, Saved
 from broker.sources.streams.leases import Fence, LeaseTable
+from broker.sources.streams.parking import ParkedKeys
 from broker.sources.streams.service import StreamService
 from broker.sources.streams.shard_consumer import ShardConsumer, ShutdownReason
 from broker.sources.streams.types import PrefetchBudget, StreamMappingSpec, StreamSettings
@@ -54,7 +56,8 @@ def mapping_spec(esm: EventSourceMapping, data_key: str) -> StreamMappingSpec:
         starting_position=esm.StartingPosition or "TRIM_HORIZON",
         starting_timestamp=esm.StartingPositionTimestamp,
         filter=RecordFilter.compile(patterns, data_key),
-        tumbling_window_seconds=esm.TumblingWindowInSeconds or 0)
+        tumbling_window_seconds=esm.TumblingWindowInSeconds or 0,
+        isolate_failing_keys=bool(esm.IsolateFailingKeys))
 
 
 class ShardSupervisor:
@@ -71,7 +74,8 @@ class ShardSupervisor:
                  checkpoints: CheckpointStore, leases: LeaseTable, sender: DestinationSender,
                  quarantine: Quarantine | None, metrics: Metrics,
                  clock: Clock, settings: StreamSettings, discovery_interval_seconds: float,
-                 lease_ttl_seconds: float, budget: PrefetchBudget | None = None) -> None:
+                 lease_ttl_seconds: float, budget: PrefetchBudget | None = None,
+                 parking: Callable[..., ParkedKeys] | None = None) -> None:
         self.esm = esm
         self.last_processing_result = "No records processed"
         self._spec = mapping_spec(esm, service.data_key)
@@ -79,6 +83,7 @@ class ShardSupervisor:
         self._service = service
         self._checkpoints = checkpoints
         self._budget = budget  # shared by every mapping of the replica
+        self._parking = parking  # a shard's parked keys: parking(shard_id=, fence=)
         self._leases = leases
         self._sender = sender
         self._quarantine = quarantine
@@ -241,7 +246,8 @@ class ShardSupervisor:
             shard=shard, service=self._service, spec=self._spec, function=self._function,
             checkpoints=self._checkpoints, sender=self._sender, quarantine=self._quarantine, metrics=self._metrics,
             clock=self._clock, settings=self._settings, start=start, checkpoint=saved.get(shard.shard_id),
-            fence=fence, on_result=self._record_result, budget=self._budget)
+            fence=fence, on_result=self._record_result, budget=self._budget,
+            parked=self._parking(shard_id=shard.shard_id, fence=fence) if self._parking else None)
         self.consumers[shard.shard_id] = consumer
         group.create_task(self._run_consumer(consumer, fence, self._generation), name=f"shard:{shard.shard_id}")
 

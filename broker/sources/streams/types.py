@@ -39,6 +39,7 @@ class StreamMappingSpec:
     starting_timestamp: float | None
     filter: RecordFilter | None
     tumbling_window_seconds: int = 0
+    isolate_failing_keys: bool = False  # a failing record parks its key (``parking``), the shard goes on
 
 
 class PrefetchBudget:
