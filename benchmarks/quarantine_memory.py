@@ -1,4 +1,5 @@
-"""Redis memory per quarantine entry: a Kinesis record of each data size, quarantined N times.
+"""Redis memory per quarantine entry and per parked record (IsolateFailingKeys): a Kinesis record
+of each data size, quarantined (or parked behind one key) N times.
 
     python benchmarks/quarantine_memory.py [--entries 10000]
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,10 @@ import redis.asyncio as aioredis
 
 from broker.clock import SystemClock
 from broker.embedded import RedisServer
+from broker.observability.metrics import Metrics
 from broker.quarantine.store import Bounds, Quarantine, entry
+from broker.sources.streams.parking import ParkedKeys
+from broker.types import StreamRecord
 
 SHARD = "shardId-000000000000"
 
@@ -51,6 +56,24 @@ async def measure(url: str, size: int, count: int) -> float:
     return (after - before) / count
 
 
+async def measure_parked(url: str, size: int, count: int) -> float:
+    client = aioredis.from_url(url)
+    await client.flushall()
+    before = (await client.info("memory"))["used_memory"]
+    parked = ParkedKeys(client, mapping_uuid=f"m{size}", shard_id=SHARD, fence=None, clock=SystemClock(),
+                        metrics=Metrics(), labels=("f", f"m{size}"))
+    for start in range(0, count, 100):
+        batch = []
+        for n in range(start, min(start + 100, count)):
+            seq = f"{49650000000000000000000000000000000000000000000000000000 + n}"
+            doc = record(seq, b"x" * size)
+            batch.append(StreamRecord(seq, "customer-1234", 1733300000.123, doc, json.dumps(doc).encode()))
+        await parked.store(parked.take(batch, attempts=1, last=None))
+    after = (await client.info("memory"))["used_memory"]
+    await client.aclose()
+    return (after - before) / count
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=10000)
@@ -62,6 +85,9 @@ async def main() -> None:
             for size in (100, 1024, 10 * 1024):
                 per = await measure(server.url, size, args.entries)
                 print(f"data {size:>6} bytes: {per:,.0f} bytes of Redis memory per quarantined record")
+            for size in (100, 1024, 10 * 1024):
+                per = await measure_parked(server.url, size, args.entries)
+                print(f"data {size:>6} bytes: {per:,.0f} bytes of Redis memory per parked record")
         finally:
             server.stop()
 

@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from broker.embedded import RedisServer
@@ -31,17 +32,20 @@ class PoisonTarget:
     """Answers batches as a function with ReportBatchItemFailures would: the bad record fails
     until ``fixed``; ``accepted`` is every (key, i) the function took, in the order it took them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, whole_batch: bool = False) -> None:
         self.fixed = False
+        self.whole_batch = whole_batch  # fail the whole batch (a function error), not the one item
         self.accepted: list[tuple[str, int]] = []
 
     def __call__(self, event: Any, call: Call) -> web.Response:
-        for r in event.get("Records", []):
-            doc = json.loads(base64.b64decode(r["kinesis"]["data"]))
-            item = (r["kinesis"]["partitionKey"], doc["i"])
-            if item == BAD and not self.fixed:
-                return respond_json({"batchItemFailures": [{"itemIdentifier": r["kinesis"]["sequenceNumber"]}]})
-            self.accepted.append(item)
+        items = [(r["kinesis"]["partitionKey"], json.loads(base64.b64decode(r["kinesis"]["data"]))["i"],
+                  r["kinesis"]["sequenceNumber"]) for r in event.get("Records", [])]
+        if self.whole_batch and not self.fixed and any((k, i) == BAD for k, i, _ in items):
+            return respond_json({"errorType": "ValueError", "errorMessage": "poison"}, status=500)
+        for key, i, seq in items:
+            if (key, i) == BAD and not self.fixed:
+                return respond_json({"batchItemFailures": [{"itemIdentifier": seq}]})
+            self.accepted.append((key, i))
         return respond_json({})
 
     def of(self, key: str) -> list[int]:
@@ -64,7 +68,7 @@ async def _put_all(aws: Aws, stream: str) -> None:
 
 
 def _uuid(stream: str) -> str:
-    return MAPPING.format(["poisoned", "given-up", "killed"].index(stream))
+    return MAPPING.format(["poisoned", "given-up", "killed", "bisected", "outage"].index(stream))
 
 
 def _mapping(stream: str) -> dict[str, Any]:
@@ -94,6 +98,59 @@ async def test_a_poison_record_parks_only_its_key(aws: Aws, broker: BrokerRunner
         assert metric(app, "broker_parked_records", function="f", mapping=uuid) == 0
         for k in range(KEYS):
             assert poison.of(f"key-{k}") == list(range(PER_KEY)), f"key-{k} once each, in order"
+
+
+async def test_bisecting_finds_the_poison_record_and_parks_its_key(aws: Aws, broker: BrokerRunner,
+                                                                   target: RecordingTarget) -> None:
+    """Without partial batch responses: the function fails whole batches, bisecting names the
+    record, its key is parked and the others go on."""
+    await create_stream(aws, "bisected")
+    await _put_all(aws, "bisected")
+    poison = PoisonTarget(whole_batch=True)
+    target.responder = poison
+    m = {**_mapping("bisected"), "FunctionResponseTypes": [], "BisectBatchOnFunctionError": True}
+    async with broker.run(function(target), [m], **FAST):
+        await wait_until(lambda: _good_keys_done(poison), timeout=60)
+        assert poison.of(BAD[0]) == [0, 1, 2, 3]
+        poison.fixed = True
+        await wait_until(lambda: poison.of(BAD[0]) == list(range(PER_KEY)), timeout=30)
+        for k in range(KEYS):
+            assert poison.of(f"key-{k}") == list(range(PER_KEY)), f"key-{k} once each, in order"
+
+
+async def test_redis_away_while_a_key_is_parked(aws: Aws, moto_server: MotoServer, target: RecordingTarget,
+                                                tmp_path: Path) -> None:
+    """Redis stops while a key is parked and its record keeps failing: the broker stays up and says
+    so on /readyz; with Redis back and the function fixed, the key drains in order."""
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    await create_stream(aws, "outage")
+    await _put_all(aws, "outage")
+    poison = PoisonTarget()
+    target.responder = poison
+    config = {"broker": broker_settings(redis_server, moto_server, tmp_path, **FAST),
+              "functions": function(target), "event_source_mappings": [_mapping("outage")]}
+    proc = BrokerProcess(config, tmp_path)
+    proc.start()
+    try:
+        await wait_until(lambda: _good_keys_done(poison), timeout=60)
+        redis_server.stop()
+        await asyncio.sleep(2)  # the outage: the parked key's retries cannot be written
+        assert proc.returncode is None, "the broker exited during the Redis outage"
+        async with aiohttp.ClientSession() as http, http.get(f"{proc.url}/readyz") as resp:
+            assert resp.status == 503
+            assert "redis" in (await resp.text()).lower()
+        poison.fixed = True
+        redis_server = RedisServer(redis_server.data_dir, port=redis_server.port)  # same port, same AOF
+        redis_server.start()
+        await wait_until(lambda: poison.first_seen().get(BAD[0], []) == list(range(PER_KEY)), timeout=60)
+        assert proc.returncode is None
+        seen = poison.first_seen()
+        for k in range(KEYS):
+            assert seen[f"key-{k}"] == list(range(PER_KEY)), f"key-{k}: nothing lost, in order"
+    finally:
+        proc.stop()
+        redis_server.stop()
 
 
 async def test_a_key_given_up_goes_on_with_its_next_record(aws: Aws, broker: BrokerRunner,
@@ -150,8 +207,6 @@ async def test_sigkill_while_a_key_is_parked_loses_and_reorders_nothing(
 
 async def test_isolation_needs_a_rule_that_names_the_failing_record(broker: BrokerRunner,
                                                                     target: RecordingTarget) -> None:
-    import aiohttp  # noqa: PLC0415
-
     async with broker.run(function(target), []) as app, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{app.api_port}/2015-03-31/event-source-mappings"
         body = {"FunctionName": "f", "EventSourceArn": stream_arn("nowhere"), "StartingPosition": "LATEST",
