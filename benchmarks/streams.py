@@ -11,6 +11,7 @@ a stream grows) with an HTTP target that answers at once (benchmarks/target.py, 
 3. Idle: the broker holding --idle-shards empty shards (streams of 50) for 30 s: RSS, CPU share of a
    core and GetRecords per shard per second, with the lean GetRecords path and with aiobotocore's;
    meanwhile a record every ~1 s on a random idle shard, put -> target receipt (p50, max).
+   idle-status: the same while GET /broker/v1/status is asked every 2 s (what the console does).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -184,13 +186,15 @@ def latency(endpoint: str, target: str, workdir: Path) -> None:
           f"({len(lat)} records; p50 = {p50:.2f}x the poll interval)", flush=True)
 
 
-def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float, lean: bool = True) -> None:
+def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float, lean: bool = True,
+         status: bool = False) -> None:
     """``shards`` empty shards spread over streams of 50 (kinesalite re-reads a whole stream's
     description on every GetRecords, so one stream of 1,000 shards would make the emulator the
     limit), one mapping per stream, measured for 30 s: RSS, CPU and GetRecords per shard per second."""
     client = kinesis(endpoint)
     per_stream = 50
-    names = [f"idle{int(idle_max)}{'l' if lean else 'b'}-{i}" for i in range((shards + per_stream - 1) // per_stream)]
+    names = [f"idle{int(idle_max)}{'l' if lean else 'b'}{'s' if status else ''}-{i}"
+             for i in range((shards + per_stream - 1) // per_stream)]
     for n, name in enumerate(names):
         create(client, name, min(per_stream, shards - n * per_stream))
     port = free_port()
@@ -210,6 +214,10 @@ def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float
     seen = len(target_stats(target)["latencies"])
     cpu0, t0, reads0 = cpu_seconds(proc.pid), time.monotonic(), stream_reads(port)
     rng = random.Random(7)
+    polled: list[tuple[float, int]] = []
+    poller = threading.Thread(target=poll_status, args=(port, t0 + 30, polled), daemon=True) if status else None
+    if poller is not None:
+        poller.start()
     while time.monotonic() - t0 < 30:  # now and then one record on a random idle shard
         time.sleep(rng.uniform(0.5, 1.5))
         client.put_record(StreamName=rng.choice(names), PartitionKey=f"k{rng.randrange(10**9)}",
@@ -223,11 +231,28 @@ def idle(endpoint: str, target: str, workdir: Path, shards: int, idle_max: float
     proc.wait()
     pace = f"stream_idle_poll_max_seconds={idle_max:g}" if idle_max else "polled every 1 s like Lambda"
     path_name = "lean GetRecords" if lean else "aiobotocore GetRecords"
+    if poller is not None:
+        poller.join()
+        took = sorted(t for t, _ in polled)
+        path_name += (f", GET /broker/v1/status every 2 s: {len(polled)} answers of {polled[-1][1] / 1024:.0f} KiB, "
+                      f"p50 {took[len(took) // 2] * 1000:.0f} ms, max {took[-1] * 1000:.0f} ms")
     polls = (reads1 - reads0) / (t1 - t0) / shards
     print(f"idle: {shards} shards in {len(names)} streams ({pace}, {path_name}): RSS {rss_kb / 1024:.0f} MB, "
           f"CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f}% of a core, {polls:.2f} polls per shard per second, "
           f"{(cpu1 - cpu0) / max(1, reads1 - reads0) * 1e6:.0f} µs of CPU per poll; first record on an idle shard: "
           f"p50 {first[len(first) // 2]:.2f} s, max {first[-1]:.2f} s ({len(first)} records)", flush=True)
+
+
+def poll_status(port: int, until: float, out: list[tuple[float, int]]) -> None:
+    """What the console does: the status document every 2 s."""
+    import urllib.request
+
+    while time.monotonic() < until:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/broker/v1/status", timeout=30) as r:
+            size = len(r.read())
+        out.append((time.monotonic() - started, size))
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
 
 
 def stream_reads(port: int) -> float:
@@ -263,6 +288,8 @@ def main() -> None:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 0.0)
             if "idle-botocore" in parts and args.idle_shards:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 0.0, lean=False)
+            if "idle-status" in parts and args.idle_shards:
+                idle(endpoint, target, Path(tmp), args.idle_shards, 0.0, status=True)
             if "idle-capped" in parts and args.idle_shards:
                 idle(endpoint, target, Path(tmp), args.idle_shards, 30.0)
     finally:

@@ -131,6 +131,7 @@ class App:
                 await serve(self.tasks, start=self._start, background=self._background(parts),
                             started=self._say_started, stopping=self._stopping, stop=self._stop,
                             drain_timeout=self.config.broker.drain_timeout_seconds)
+                await parts.status.leave()  # the status stops showing this replica at once
 
     def _start(self) -> None:
         self.parts.mappings.start_all()
@@ -149,7 +150,8 @@ class App:
         loops: list[Background] = [
             ("heartbeat", periodic(stopping, s.heartbeat_interval_seconds, heartbeat.beat)),
             ("reservations", periodic(stopping, 1.0, parts.reservations.refresh)),
-            ("api-mappings", periodic(stopping, 1.0, self._follow))]
+            ("api-mappings", periodic(stopping, 1.0, self._follow)),
+            ("status", periodic(stopping, s.status_interval_seconds, parts.status.publish))]
         if self.config_path is not None:
             reload = Reloader(config=lambda: self.config, commit=self._commit, functions=parts.functions,
                               mappings=parts.mappings, reapply=self._reapply, auth=parts.auth,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from broker import account
+from broker import __version__, account
 from broker.api import concurrency as concurrency_api
 from broker.api import functions as functions_api
 from broker.api import health, mappings, server
@@ -23,6 +23,7 @@ from broker.api import invoke as invoke_api
 from broker.api import invoke_config as invoke_config_api
 from broker.api import position as position_api
 from broker.api import quarantine as quarantine_api
+from broker.api import status as status_api
 from broker.api.auth import SigV4
 from broker.aws.clients import AwsClients
 from broker.clock import Clock
@@ -51,6 +52,10 @@ from broker.runtime.host import RuntimeHost
 from broker.sources.factory import SourceFactory
 from broker.sources.streams.checkpoints import CheckpointStore
 from broker.sources.streams.types import PrefetchBudget
+from broker.status.board import StatusBoard
+from broker.status.document import StatusDocument
+from broker.status.facts import Facts
+from broker.status.reporter import StatusReporter
 
 _MAX_BODY = 7 * 1024 * 1024  # above Invoke's 6 MiB, so Lambda's own 413 answers a larger payload
 
@@ -73,6 +78,7 @@ class Parts:
     auth: SigV4 | None
     api: web.Application
     api_socket: socket.socket
+    status: StatusReporter  # this replica's view on the status board
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,16 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
                                        checkpoints=lambda uuid: CheckpointStore(redis, uuid, pipeline)))
     api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, TagStore(redis),
                                         started=ctx.started_at, **where))
+    board = StatusBoard(redis)
+    reporter = StatusReporter(board, replica=ctx.replica, version=__version__, started_at=ctx.started_at,
+                              clock=ctx.clock, metrics=ctx.metrics, problems=ctx.readiness, mappings=table.described,
+                              interval=lambda: ctx.config().broker.status_interval_seconds,
+                              environments=lambda: {n: h.dispatcher.counts() for n, h in ctx.runtimes.items()})
+    facts = Facts(redis, permits=permits, queues=ctx.running.queues, runtimes=ctx.runtimes, clock=ctx.clock)
+    api.add_routes(status_api.routes(StatusDocument(
+        board, clock=ctx.clock, catalog=control.catalog, functions=lambda: ctx.config().functions, shards=facts.shards,
+        function_facts=facts.function,
+        quarantined=lambda uuid, function: quarantines.of_mapping(uuid, function).count())))
     return Parts(redis=redis, pipeline=pipeline, reservations=reservations, permits=permits, aws=aws,
                  sources=sources, functions=functions, mappings=table, follower=follower, follow=follow,
-                 control=control, auth=auth, api=api, api_socket=api_socket)
+                 control=control, auth=auth, api=api, api_socket=api_socket, status=reporter)

@@ -1,4 +1,4 @@
-"""``broker run|validate|version|quarantine|rewind`` and ``broker --version``."""
+"""``broker run|validate|version|quarantine|rewind|status`` and ``broker --version``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from broker import __version__, redaction
 from broker.arns import source_kind
 from broker.commands import quarantine as quarantine_command
 from broker.commands import rewind as rewind_command
+from broker.commands import status as status_command
 from broker.errors import BrokerError, ConfigError, describe, leaf_errors
 
 
@@ -41,10 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     quarantine_command.add_parser(sub)
     rewind_command.add_parser(sub)
+    status_command.add_parser(sub)
     return parser
 
 
-_API_COMMANDS = {"quarantine": quarantine_command.run, "rewind": rewind_command.run}
+_API_COMMANDS = {"quarantine": quarantine_command.run, "rewind": rewind_command.run, "status": status_command.run}
 
 
 def main(argv: list[str] | None = None) -> int:

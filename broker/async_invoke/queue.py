@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.redis import keys
-from broker.redis.client import RedisClient
+from broker.redis.client import RedisClient, text
 from broker.redis.pipeline import AutoPipeline, ScriptBatch
 from broker.redis.state import create_group, lua, translated
 
@@ -126,6 +126,22 @@ class AsyncQueue:
     async def depth(self) -> int:
         """Events waiting: in the stream (new or in flight) plus delayed retries."""
         return int(await self._redis.xlen(self.stream)) + int(await self._redis.zcard(self.delayed))
+
+    @translated
+    async def summary(self, now: float) -> dict[str, Any]:
+        """The queue as the status shows it: events waiting to be read, being invoked (read, not
+        finished), waiting for a retry, and the age of the oldest in the stream."""
+        length = int(await self._redis.xlen(self.stream))
+        pending = await self._redis.xpending(self.stream, GROUP) if length else {"pending": 0}
+        delayed = int(await self._redis.zcard(self.delayed))
+        oldest = await self._redis.xrange(self.stream, count=1) if length else []
+        in_flight = int(pending["pending"])
+        age = None
+        if oldest:
+            first = text(oldest[0][0] or "0-0")
+            age = round(max(0.0, now - int(first.split("-")[0]) / 1000), 3)
+        return {"Depth": max(0, length - in_flight), "InFlight": in_flight, "DelayedRetries": delayed,
+                "OldestAgeSeconds": age}
 
     @staticmethod
     def _event(entry_id: Any, fields: dict[Any, Any]) -> AsyncEvent:

@@ -87,6 +87,7 @@ class BrokerSettings(_Strict):
     retry_backoff_base_seconds: Annotated[float, Field(gt=0)] = 1.0
     retry_backoff_max_seconds: Annotated[float, Field(gt=0)] = 300.0
     heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
+    status_interval_seconds: Annotated[float, Field(gt=0)] = 2.0  # this replica's view on the status board
     lease_ttl_seconds: Annotated[float, Field(gt=0)] = 30.0  # a crashed replica's shards move after this
     permit_ttl_seconds: Annotated[float, Field(gt=0)] = 30.0  # renewed every third of it while work runs
     config_reload_interval_seconds: Annotated[float, Field(gt=0)] = 5.0  # how often the config file is checked

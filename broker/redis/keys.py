@@ -9,6 +9,7 @@ STATE = "{broker}:state"  # the marker whose absence says Redis lost the broker'
 MAPPINGS = "{broker}:mappings"  # API mappings: UUID -> definition and last-modified time
 MAPPING_ENABLED = "{broker}:mapping-enabled"  # pauses and resumes of file mappings made through the API
 RESERVED_CONCURRENCY = "{broker}:reserved-concurrency"  # reservations set through the concurrency API
+STATUS = "{broker}:status"  # each replica's view for the status API: replica -> JSON with its expiry
 ACCOUNT_PERMITS = "{broker:account}:permits"  # holders of the account's unreserved pool
 
 

@@ -5,6 +5,7 @@ its key while the broker serves, and what the API and the control plane see of t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from broker.arns import source_kind
 from broker.clock import Clock
@@ -98,6 +99,13 @@ class MappingTable:
                              from_api=r.from_api, file_enabled=r.file_enabled, state=r.state,
                              reason=r.state_transition_reason, last_modified=r.last_modified,
                              last_processing_result=r.source.last_processing_result)
+
+    def described(self) -> Iterator[tuple[MappingStatus, dict[str, Any]]]:
+        """Each mapping run here, with what its source shows of itself (the status)."""
+        for uuid in self:
+            status = self.status(uuid)
+            if status is not None:
+                yield status, self._records[uuid].runner.source.describe()
 
     async def probe(self) -> None:
         """One cheap call to the first mapping's source (readiness); BrokerError if unreachable."""

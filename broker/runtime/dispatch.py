@@ -373,6 +373,10 @@ class Dispatcher:
         async with self._arrived:
             self._arrived.notify_all()
 
+    def counts(self) -> dict[str, int]:
+        """This replica's environments by state (initializing, idle, busy)."""
+        return {state.value: sum(1 for e in self.environments.values() if e.state is state) for state in EnvState}
+
     def _gauge(self) -> None:
         for state, gauge in self._m_envs.items():
             gauge.set(sum(1 for e in self.environments.values() if e.state is state))

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -36,6 +36,9 @@ class Source(Protocol):
 
     async def probe(self) -> None:
         """One cheap call to the source (readiness); raises BrokerError if it is unreachable."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the status shows of this replica's part of the mapping (pollers, shards, batches)."""
 
 
 class MappingRunner:

@@ -104,6 +104,7 @@ class SqsMapping:
         self._initial = min(settings.initial_pollers, self._max)
         self._floor = self._initial if cap else min(settings.min_pollers, self._initial)
         self._pollers = 0
+        self._in_flight = 0  # batches being invoked
         self._last_growth = -math.inf
         self._in_line = False  # a poller of this mapping is waiting in line for a permit
         self._stop = asyncio.Event()
@@ -120,6 +121,10 @@ class SqsMapping:
     @property
     def pollers(self) -> int:
         return self._pollers
+
+    def describe(self) -> dict[str, Any]:
+        """What the status shows of this replica's part: pollers and batches being invoked."""
+        return {"Pollers": self._pollers, "InFlightBatches": self._in_flight}
 
     async def run(self) -> None:
         """Poll until ``stop()``; returns when every poller has finished its batch. Restartable."""
@@ -291,7 +296,11 @@ class SqsMapping:
             if not messages:
                 return False
         payload = records_event(m.encoded for m in messages)
-        result = await self._invoke(payload, received_at, len(messages))
+        self._in_flight += 1
+        try:
+            result = await self._invoke(payload, received_at, len(messages))
+        finally:
+            self._in_flight -= 1
         if result is None:
             return True
         self._m_invoked.inc(len(messages))

@@ -37,12 +37,13 @@ from broker.destinations.sender import DestinationSender
 from broker.errors import BrokerError
 from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
-from broker.quarantine.store import Quarantine
+from broker.quarantine.store import Quarantine, last_error
 from broker.retrying import Stopped as Waiting
 from broker.retrying import backoff_delay, retrying
 from broker.sources.streams.give_up import FailurePath
 from broker.sources.streams.parking import ParkedKeys
 from broker.sources.streams.service import StreamService
+from broker.sources.streams.shard_state import ShardActivity
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.sources.streams.windows import response_state, state_too_large
 from broker.types import InvokeResult, StreamRecord
@@ -81,6 +82,9 @@ class Shard(Protocol):
     @property
     def stopped(self) -> asyncio.Event: ...
 
+    @property
+    def activity(self) -> ShardActivity: ...
+
     async def sleep(self, seconds: float) -> bool:
         """Wait; False if the shard stopped meanwhile."""
 
@@ -107,6 +111,7 @@ class BatchResolver:
         self._stopped = shard.stopped
         self._handled = shard.handled
         self._shard = shard
+        self._activity = shard.activity
         self._parked = parked
         self._isolating = spec.isolate_failing_keys and parked is not None
         self._on_result = on_result
@@ -120,11 +125,15 @@ class BatchResolver:
 
     async def resolve(self, batch: list[StreamRecord], lane: Lane) -> None:
         work = collections.deque([_Work(batch, lane)])
-        while work:
-            if self._stopped.is_set():
-                raise Stopped
-            if await self._step(work[0], work):
-                work.popleft()
+        self._activity.in_flight += 1
+        try:
+            while work:
+                if self._stopped.is_set():
+                    raise Stopped
+                if await self._step(work[0], work):
+                    work.popleft()
+        finally:
+            self._activity.in_flight -= 1
 
     async def _step(self, w: _Work, work: collections.deque[_Work]) -> bool:
         """One step on the first piece of work: True once it is done."""
@@ -146,7 +155,11 @@ class BatchResolver:
         if result.ok and failed == frozenset():
             await self._handled(w.records, w.lane)
             self._on_result("OK")
+            self._activity.going()
             return True
+        self._activity.struggling(self._clock.time(), last_error(
+            result.payload, result.function_error, result.target_status) or {
+                "errorMessage": "the function reported failed batch items" if failed else "invalid batchItemFailures"})
         self._m_failed.inc(len(w.records))
         self._on_result("PROBLEM: Function call failed")
         return await self._failed(w, work, result, failed)
@@ -277,7 +290,9 @@ class BatchResolver:
 
         async def attempt() -> InvokeResult:
             w.request_id = str(uuid.uuid4())
-            self._m_age.set(max(0.0, self._clock.time() - w.records[-1].arrival))
+            age = max(0.0, self._clock.time() - w.records[-1].arrival)
+            self._m_age.set(age)
+            self._activity.iterator_age_ms = round(age * 1000)
             return await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS)
 
         def aged(exc: BaseException) -> bool:  # a retryable failure, but records aged out meanwhile
@@ -288,8 +303,7 @@ class BatchResolver:
                 attempt, pause=self._sleep,
                 retryable=lambda e: isinstance(e, BrokerError) and e.retryable and not aged(e),
                 delay=lambda n, e: self._backoff(n, getattr(e, "retry_after", None)),
-                before_wait=lambda e, _n, _s: log.info("invoke_retry_scheduled", records=len(w.records),
-                                                       reason=type(e).__name__))
+                before_wait=self._retry_scheduled(w))
         except Waiting as exc:
             raise Stopped from exc
         except BrokerError as exc:
@@ -300,6 +314,13 @@ class BatchResolver:
         w.last = result
         self._m_invoked.inc(len(w.records))
         return result
+
+    def _retry_scheduled(self, w: _Work) -> Callable[[BaseException, int, float], None]:
+        def scheduled(error: BaseException, _n: int, _s: float) -> None:
+            log.info("invoke_retry_scheduled", records=len(w.records), reason=type(error).__name__)
+            self._activity.struggling(self._clock.time(), {"errorType": type(error).__name__,
+                                                           "errorMessage": str(error)})
+        return scheduled
 
     @staticmethod
     def _log_invoked(w: _Work, result: InvokeResult, failed: frozenset[str] | None) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.redis import keys
-from broker.redis.client import RedisClient
+from broker.redis.client import RedisClient, text
 from broker.redis.state import lua, translated
 
 
@@ -68,6 +68,17 @@ class LeaseTable:
 
     async def release(self, shard: str, fence: Fence) -> bool:
         return bool(await self._run(self._release, self.keys, [self.replica, shard, fence.epoch]))
+
+    @translated
+    async def owners(self) -> dict[str, str]:
+        """Shard -> replica, for the leases held now (the status)."""
+        owner_key, expiry_key, _ = self.keys
+        owners = await self._redis.hgetall(owner_key)
+        expiries = await self._redis.hgetall(expiry_key)
+        seconds, micros = await self._redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        return {text(shard): text(owner) for shard, owner in owners.items()
+                if int(expiries.get(shard, 0)) > now_ms}
 
     async def beat(self, *, leaving: bool = False) -> int:
         """Mark this replica alive (or gone); returns how many replicas are alive."""

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -119,6 +120,20 @@ class ShardConsumer:
     @property
     def shard(self) -> ShardInfo:
         return self._shard.shard
+
+    def describe(self) -> dict[str, Any]:
+        """The shard as the status shows it (``Owner`` is added by the supervisor)."""
+        activity = self._shard.activity
+        out: dict[str, Any] = {"ShardId": self._shard.shard_id, "State": self.state.value,
+                               "Checkpoint": self._shard.checkpointed, "InFlight": activity.in_flight,
+                               "IteratorAgeMilliseconds": activity.iterator_age_ms}
+        if activity.retrying_since is not None:
+            out["RetryingSince"] = round(activity.retrying_since, 3)
+            out["LastError"] = activity.last_error
+        if self._parked is not None and self._parked.keys:
+            out["ParkedKeys"] = len(self._parked.keys)
+            out["ParkedRecords"] = self._parked.records
+        return out
 
     def mark_closed(self, ending_sequence: str) -> None:
         """Discovery saw this shard close (resharding)."""

@@ -124,6 +124,8 @@ class ShardReader:
                 self._dispatch(record)
             await self._state.write_checkpoint()  # filtered-out records pass the checkpoint too
         self._empty_reads = 0 if result.records else self._empty_reads + 1
+        if not result.records and self._buffered == 0 and self._state.activity.in_flight == 0:
+            self._state.activity.iterator_age_ms = 0  # caught up: nothing behind the last record handled
         if result.next_iterator is None or self._at_end(self._empty_reads):
             self.read_to_end = True
             return None

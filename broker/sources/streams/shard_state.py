@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -28,6 +30,23 @@ def _wake(waker: asyncio.Future[None]) -> None:
         waker.set_result(None)
 
 
+@dataclass
+class ShardActivity:
+    """What the status shows of a shard while its consumer runs (set by the resolver)."""
+
+    in_flight: int = 0  # batches being resolved
+    iterator_age_ms: float | None = None  # of the last record of the last batch sent
+    retrying_since: float | None = None  # epoch s: when the work in hand first failed (None: it did not)
+    last_error: dict[str, Any] | None = None  # that failure's errorType, errorMessage and status
+
+    def struggling(self, now: float, error: dict[str, Any]) -> None:
+        self.retrying_since = self.retrying_since or now
+        self.last_error = error
+
+    def going(self) -> None:
+        self.retrying_since = None
+
+
 class ShardState:
     def __init__(self, shard: ShardInfo, *, lanes: int, checkpoints: CheckpointStore, fence: Fence | None,
                  clock: Clock, checkpoint: str | None) -> None:
@@ -37,6 +56,7 @@ class ShardState:
         self.stopped = asyncio.Event()
         self.lease_lost = False
         self.checkpointed = checkpoint  # the last checkpoint written (or started from)
+        self.activity = ShardActivity()
         self._checkpoints = checkpoints
         self._fence = fence
         self._clock = clock

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -109,6 +110,11 @@ class ShardSupervisor:
         self._wake.set()
         for consumer in self.consumers.values():
             consumer.stop()
+
+    def describe(self) -> dict[str, Any]:
+        """This replica's shards of the mapping, as the status shows them."""
+        shards = [{**consumer.describe(), "Owner": self._leases.replica} for consumer in list(self.consumers.values())]
+        return {"Shards": shards, "InFlightBatches": sum(s["InFlight"] for s in shards)}
 
     async def probe(self) -> None:
         await self._service.shards()
