@@ -17,6 +17,7 @@ from aiohttp import web
 
 from broker import __version__, account
 from broker.api import concurrency as concurrency_api
+from broker.api import console as console_api
 from broker.api import functions as functions_api
 from broker.api import health, mappings, server
 from broker.api import invoke as invoke_api
@@ -168,6 +169,7 @@ async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
                                        checkpoints=lambda uuid: CheckpointStore(redis, uuid, pipeline)))
     api.add_routes(functions_api.routes(lambda: ctx.config().functions, reservations.reserved, TagStore(redis),
                                         started=ctx.started_at, **where))
+    api.add_routes(console_api.routes(auth, ctx.metrics))
     board = StatusBoard(redis)
     reporter = StatusReporter(board, replica=ctx.replica, version=__version__, started_at=ctx.started_at,
                               clock=ctx.clock, metrics=ctx.metrics, problems=ctx.readiness, mappings=table.described,

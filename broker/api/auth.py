@@ -13,7 +13,8 @@ Authorization happens before the route runs, on the resource named in the path (
 built from the name, whether or not it exists), so a refusal never tells whether a function
 exists. ``X-Amz-Security-Token`` is accepted and ignored (it is signed like any header).
 ``/healthz``, ``/readyz`` and ``/metrics`` are open. Failures are counted and logged with the key
-id and the route template, never the secret or the signature.
+id and the route template, never the secret or the signature. A request without a signature but
+with the console's session cookie is that key's (``api/sessions.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from botocore.credentials import Credentials
 
 from broker.api.errors import aws_error
 from broker.api.routes import action_of, is_open, template
+from broker.api.sessions import COOKIE, Sessions
 from broker.arns import function_arn, mapping_arn, resolve_name
 from broker.clock import Clock
 from broker.config.models import ApiSettings
@@ -92,6 +94,7 @@ class SigV4:
         self._account = account
         self._clock = clock
         self._m_failures = metrics.auth_failures
+        self.sessions = Sessions(lambda: self._keys, clock.time)  # the console's sign-in
 
     def rotate(self, api: ApiSettings) -> None:
         """Key rotation without a restart: the next request is checked against the keys ``api`` gives
@@ -132,6 +135,8 @@ class SigV4:
 
     async def _authenticate(self, request: web.Request, route: str) -> tuple[Key | None, web.Response | None]:
         header = request.headers.get("Authorization")
+        if not header and COOKIE in request.cookies:  # the console, signed in (api/sessions.py)
+            return self._session(request, route)
         if not header:
             return None, self._fail("missing", "", request, route, aws_error(
                 403, "MissingAuthenticationTokenException", "Missing Authentication Token"))
@@ -158,6 +163,12 @@ class SigV4:
         if problem is not None:
             return None, self._fail("bad_signature", key_id, request, route,
                                     aws_error(403, "InvalidSignatureException", problem))
+        return key, None
+
+    def _session(self, request: web.Request, route: str) -> tuple[Key | None, web.Response | None]:
+        key, why = self.sessions.of_request(request)
+        if key is None:
+            return None, self._fail("session", "", request, route, aws_error(403, "AccessDeniedException", why))
         return key, None
 
     def _check_scope(self, scope: str) -> str | None:
