@@ -18,6 +18,7 @@ from broker.status.board import StatusBoard
 from broker.status.history import History
 
 log = structlog.get_logger("broker.status")
+READINESS_SECONDS = 10.0  # readiness asks AWS and Redis: a ready replica asks again this often
 
 
 def worst_age(described: Mapping[str, Any]) -> float | None:
@@ -41,15 +42,13 @@ class StatusReporter:
         self._mappings = mappings
         self._environments = environments
         self.history = History(metrics)
+        self._ready: tuple[float, list[str]] | None = None  # when readiness was last asked, and its answer
 
     async def view(self) -> dict[str, Any]:
         now = self._clock.time()
         described = [(status, details) for status, details in self._mappings() if status.esm.UUID]
         self.history.sample(now, {s.esm.UUID or "": worst_age(d) for s, d in described})
-        try:
-            problems = await self._problems()
-        except BrokerError as exc:
-            problems = [str(exc)]
+        problems = await self._readiness(now)
         mappings = {}
         for status, details in described:
             uuid = status.esm.UUID or ""
@@ -63,6 +62,15 @@ class StatusReporter:
             "Mappings": mappings,
             "Functions": {name: {"Environments": dict(counts)} for name, counts in self._environments().items()},
         }
+
+    async def _readiness(self, now: float) -> list[str]:
+        """Readiness as last asked: again at every view while not ready, else every READINESS_SECONDS."""
+        if self._ready is None or self._ready[1] or not 0 <= now - self._ready[0] < READINESS_SECONDS:
+            try:
+                self._ready = (now, await self._problems())
+            except BrokerError as exc:
+                self._ready = (now, [str(exc)])
+        return self._ready[1]
 
     async def publish(self) -> None:
         view = await self.view()

@@ -13,6 +13,7 @@ from broker.clock import SystemClock
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
 from broker.sources.streams.batch_resolver import BatchResolver
+from broker.sources.streams.shard_state import ShardActivity
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.types import InvokeContext, InvokeResult, SourceKind, StreamRecord
 from tests.unit.virtual_clock import VirtualClock
@@ -56,8 +57,10 @@ class Shard:
 
     def __init__(self, clock: VirtualClock, handled: list[str]) -> None:
         self.stopped = asyncio.Event()
+        self.activity = ShardActivity()
         self._clock = clock
         self._handled = handled
+        self.lease_lost = False
 
     async def sleep(self, seconds: float) -> bool:
         await self._clock.sleep(seconds)
@@ -65,6 +68,9 @@ class Shard:
 
     async def handled(self, records: list[StreamRecord], lane: Lane) -> None:
         self._handled.extend(r.sequence for r in records)
+
+    def lose_lease(self) -> None:
+        self.lease_lost = True
 
 
 def _record(seq: str, arrival: float) -> StreamRecord:
