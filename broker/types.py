@@ -21,7 +21,8 @@ class InvokeContext:
     function_name: str
     function_arn: str
     deadline_ms: int  # Unix epoch milliseconds when the invocation times out
-    trace_id: str = ""
+    trace_id: str = ""  # X-Ray's header (Root=1-...;Parent=...;Sampled=...) for this attempt
+    traceparent: str = ""  # the same context in W3C Trace Context's form
     client_context: str | None = None
     cognito_identity: str | None = None
 

@@ -25,6 +25,7 @@ from broker.concurrency.permits import ACCOUNT_REASON, RESERVED_REASON
 from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
+from broker.tracing.context import TraceContext
 
 SYNC_LIMIT = MAX_PAYLOAD_BYTES
 ASYNC_LIMIT = 1024 * 1024
@@ -65,9 +66,10 @@ def _parse(request_kind: str, body: bytes) -> str | web.Response:
     return body.decode("utf-8")
 
 
-async def _run_sync(target: Invokable, text: str, request_id: str, log_type: str | None) -> web.Response:
+async def _run_sync(target: Invokable, text: str, request_id: str, log_type: str | None,
+                    trace: TraceContext | None) -> web.Response:
     try:
-        result = await target.function.invoke(text.encode(), request_id=request_id)
+        result = await target.function.invoke(text.encode(), request_id=request_id, trace=trace)
     except TargetThrottled as exc:  # a full permit pool names its Reason; a target's own 429 is the account's
         reason = exc.reason if exc.reason in _REASONS else "ConcurrentInvocationLimitExceeded"
         return _throttled(reason, exc.retry_after)
@@ -103,10 +105,12 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
         if kind == "DryRun":
             return web.Response(status=204)
         request_id = str(uuid.uuid4())
+        # the caller's trace, if it sent one: W3C's traceparent, else X-Ray's header
+        trace = TraceContext.from_headers(request.headers.get("traceparent"), request.headers.get("X-Amzn-Trace-Id"))
         if kind == "RequestResponse":
-            return await _run_sync(target, text, request_id, request.headers.get("X-Amz-Log-Type"))
+            return await _run_sync(target, text, request_id, request.headers.get("X-Amz-Log-Type"), trace)
         try:
-            await target.queue.enqueue(request_id, text)
+            await target.queue.enqueue(request_id, text, trace.xray if trace else "")
         except BrokerError as exc:
             # Redis away or full (noeviction): nothing was accepted, and SDKs retry a 503
             return aws_error(503, "ServiceException", f"The event could not be queued: {exc}", error_type="Service")

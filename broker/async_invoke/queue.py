@@ -40,6 +40,7 @@ class AsyncEvent:
     last: dict[str, Any] | None = None  # last run: {"functionError", "payload", "status"}
     outcome: str | None = None  # set once decided: a condition whose delivery is still owed
     earlier_attempts: int = 0  # runs before it was quarantined and replayed (its quarantine entry's Attempts)
+    trace: str = ""  # the X-Ray header of the request that queued it: every attempt is a span of that trace
     entry_id: str = field(default="", compare=False)
     # In this worker only, so a step retried after a Redis error is not done twice:
     delivered: bool = field(default=False, compare=False)  # the outcome reached its destinations
@@ -49,14 +50,16 @@ class AsyncEvent:
         return json.dumps({"id": self.request_id, "payload": self.payload, "enqueued_ms": self.enqueued_ms,
                            "attempts": self.attempts, "invokes": self.invokes, "throttles": self.throttles,
                            "last": self.last, "outcome": self.outcome,
-                           **({"earlier": self.earlier_attempts} if self.earlier_attempts else {})})
+                           **({"earlier": self.earlier_attempts} if self.earlier_attempts else {}),
+                           **({"trace": self.trace} if self.trace else {})})
 
     @classmethod
     def parse(cls, entry_id: str, doc: str | bytes) -> AsyncEvent:
         d = json.loads(doc)
         enqueued = d.get("enqueued_ms") or int(entry_id.split("-", maxsplit=1)[0])
         return cls(d["id"], d["payload"], enqueued, d.get("attempts", 0), d.get("invokes", 0),
-                   d.get("throttles", 0), d.get("last"), d.get("outcome"), d.get("earlier", 0), entry_id)
+                   d.get("throttles", 0), d.get("last"), d.get("outcome"), d.get("earlier", 0), d.get("trace", ""),
+                   entry_id)
 
 
 class AsyncQueue:
@@ -78,10 +81,12 @@ class AsyncQueue:
         return await create_group(self._redis, self.stream, GROUP)
 
     @translated
-    async def enqueue(self, request_id: str, payload: str) -> str:
-        """Durably accept an event; returns its stream entry id."""
+    async def enqueue(self, request_id: str, payload: str, trace: str = "") -> str:
+        """Durably accept an event (with the X-Ray header of the request's trace, if it had one);
+        returns its stream entry id."""
         # The payload as its own field: no JSON document to build now nor to parse when it is read.
-        entry = await self._pipeline.execute("XADD", self.stream, "*", "id", request_id, "p", payload)
+        extra = ("t", trace) if trace else ()
+        entry = await self._pipeline.execute("XADD", self.stream, "*", "id", request_id, "p", payload, *extra)
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     @translated
@@ -149,4 +154,6 @@ class AsyncQueue:
         doc = fields.get(b"e")
         if doc is not None:
             return AsyncEvent.parse(eid, doc)
-        return AsyncEvent(fields[b"id"].decode(), fields[b"p"].decode(), int(eid.split("-", 1)[0]), entry_id=eid)
+        trace = fields.get(b"t")
+        return AsyncEvent(fields[b"id"].decode(), fields[b"p"].decode(), int(eid.split("-", 1)[0]), entry_id=eid,
+                          trace=trace.decode() if trace else "")

@@ -36,6 +36,7 @@ from broker.invoking.function import PERMIT_WAIT_SECONDS, Function
 from broker.observability.metrics import Metrics
 from broker.quarantine.store import Quarantine, entry, last_error
 from broker.retrying import backoff_delay, retrying
+from broker.tracing.context import TraceContext
 
 log = structlog.get_logger("broker.async")
 
@@ -210,7 +211,8 @@ class AsyncWorker:
         self._m_age.observe(self._age(event))
         try:
             result = await self._function.invoke(event.payload.encode(), request_id=event.request_id,
-                                                 wait_seconds=PERMIT_WAIT_SECONDS)
+                                                 wait_seconds=PERMIT_WAIT_SECONDS,
+                                                 trace=TraceContext.from_xray(event.trace))
         except InvokeError as exc:
             delay = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
                                   cap=self._settings.backoff_max_seconds, retry_after=exc.retry_after)
@@ -296,7 +298,7 @@ class AsyncWorker:
                                   last=None if condition == "ZeroReservedConcurrency" else event.last)
             kind = "Success" if condition == "Success" else "Failure"
             try:
-                await self._sender.deliver(target.Destination, record,
+                await self._sender.deliver(target.Destination, record, trace=_delivery_trace(event),
                                            detail_type=f"Lambda Function Invocation Result - {kind}",
                                            s3_key=f"aws/lambda/async/{self._function.name}/{event.request_id}.json")
                 log.info("sent_to_destination", destination=target.Destination, condition=condition,
@@ -322,7 +324,7 @@ class AsyncWorker:
             "ErrorMessage": {"DataType": "String", "StringValue": (message or "Event was not processed")[:1024]},
         }
         try:
-            await self._sender.deliver(arn, {}, body=event.payload, attributes=attributes)
+            await self._sender.deliver(arn, {}, body=event.payload, attributes=attributes, trace=_delivery_trace(event))
         except BrokerError as exc:
             self._m_dlq_errors.inc()
             log.warning("dead_letter_failed", destination=arn, error=str(exc))
@@ -331,3 +333,7 @@ class AsyncWorker:
         return True
 
 
+def _delivery_trace(event: AsyncEvent) -> str:
+    """A delivery is a span of the event's trace (if it came with one)."""
+    trace = TraceContext.from_xray(event.trace)
+    return trace.child().xray if trace else ""

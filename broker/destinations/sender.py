@@ -24,14 +24,17 @@ class DestinationSender:
 
     async def deliver(self, arn: str, document: dict[str, Any], *, s3_key: str | None = None,
                       attributes: dict[str, dict[str, str]] | None = None,
-                      detail_type: str = "", body: str | None = None) -> None:
-        """Send ``document`` (or the raw ``body``) to ``arn``."""
+                      detail_type: str = "", body: str | None = None, trace: str = "") -> None:
+        """Send ``document`` (or the raw ``body``) to ``arn``; an SQS message carries ``trace`` (X-Ray's
+        header) as its AWSTraceHeader, so the trace of what failed goes on with it."""
         parsed = parse_arn(arn)
         text = body if body is not None else json.dumps(document)
         if parsed.service == "sqs":
             sqs = await self._clients.client("sqs")
             url = await self._queue_url(sqs, arn)
             extra: dict[str, Any] = {"MessageAttributes": attributes} if attributes else {}
+            if trace:
+                extra["MessageSystemAttributes"] = {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}
             await call(sqs.send_message, QueueUrl=url, MessageBody=text, **extra)
         elif parsed.service == "sns":
             sns = await self._clients.client("sns")

@@ -14,6 +14,7 @@ from broker.clock import Clock
 from broker.concurrency.permits import UNCONTENDED, Grant, PermitLost, Permits
 from broker.errors import TargetThrottled, TargetUnreachable
 from broker.observability.metrics import Metrics
+from broker.tracing.context import TraceContext
 from broker.types import InvokeContext, InvokeResult
 
 # Work with records or an event in hand waits this long in line for a permit (first come, first
@@ -54,6 +55,10 @@ class Function:
         self._m_errors = metrics.errors.labels(name)
         self._m_system_errors = metrics.system_errors.labels(name)
 
+    def new_trace(self) -> TraceContext:
+        """A trace for an invocation nothing traced triggered (stream records, a replay)."""
+        return TraceContext.new(sampled=False, now=self._clock.time())
+
     def permit(self, wait_seconds: float = 0.0) -> contextlib.AbstractAsyncContextManager[Grant]:
         """Hold one of the function's concurrency permits, waiting in line for up to
         ``wait_seconds`` (TargetThrottled when none is free in time)."""
@@ -62,16 +67,20 @@ class Function:
         return self._permits.hold(self.name, wait_seconds=wait_seconds)
 
     async def invoke(self, payload: bytes, *, request_id: str | None = None, acquire: bool = True,
-                     wait_seconds: float = 0.0) -> InvokeResult:
+                     wait_seconds: float = 0.0, trace: TraceContext | None = None) -> InvokeResult:
         """Invoke once, under a concurrency permit unless the caller holds one (``acquire=False``);
-        work with records or an event in hand may wait ``wait_seconds`` in line for it.
+        work with records or an event in hand may wait ``wait_seconds`` in line for it. ``trace``:
+        what triggered it (else a new trace); the attempt is a new span of it, passed to the target.
         Metrics: invocations/errors/duration when it ran, throttles (by reason) when refused."""
         request_id = request_id or str(uuid.uuid4())
+        attempt = (trace or self.new_trace()).child()
         ctx = InvokeContext(
             request_id=request_id,
             function_name=self.name,
             function_arn=self.arn,
             deadline_ms=int((self._clock.time() + self.timeout) * 1000),
+            trace_id=attempt.xray,
+            traceparent=attempt.traceparent,
         )
         in_flight = self._m_in_flight
         try:

@@ -76,6 +76,8 @@ class HttpInvoker:
         if ctx.trace_id:
             headers["Lambda-Runtime-Trace-Id"] = ctx.trace_id
             headers["X-Amzn-Trace-Id"] = ctx.trace_id
+        if ctx.traceparent:
+            headers["traceparent"] = ctx.traceparent
         if ctx.client_context:
             headers["Lambda-Runtime-Client-Context"] = ctx.client_context
         timeout = self._timeouts.get(limit_seconds)

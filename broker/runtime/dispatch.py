@@ -237,7 +237,9 @@ class Dispatcher:
                      phase="init" if env.cold else "idle", message=line.rstrip("\n"))
             return
         log.info("function_log", **{**inv.tags, "function": self.function, "environment": env.key,
-                                    "request_id": inv.ctx.request_id, "message": line.rstrip("\n")})
+                                    "request_id": inv.ctx.request_id,
+                                    "trace_id": inv.ctx.trace_id.partition(";")[0].removeprefix("Root="),
+                                    "message": line.rstrip("\n")})
         inv.log.append(line)
 
     # ------------------------------------------------------------------ internals

@@ -26,4 +26,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"pid": os.getpid(), "calls": CALLS, "function": context.function_name,
             "log_group": context.log_group_name, "log_stream": context.log_stream_name,
             "memory": context.memory_limit_in_mb, "remaining_ms": context.get_remaining_time_in_millis(),
-            "request_id": context.aws_request_id}
+            "request_id": context.aws_request_id, "trace": os.environ.get("_X_AMZN_TRACE_ID", "")}

@@ -40,9 +40,12 @@ class Target:
 class Sender:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self.traces: list[str] = []
 
-    async def deliver(self, destination: str, document: dict[str, Any], *, s3_key: str | None = None) -> None:
+    async def deliver(self, destination: str, document: dict[str, Any], *, s3_key: str | None = None,
+                      trace: str = "") -> None:
         self.records.append(document)
+        self.traces.append(trace)
 
 
 class Service:
@@ -110,6 +113,8 @@ async def test_retries_are_spent_on_function_errors_then_the_batch_is_given_up()
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["KinesisBatchInfo"]["batchSize"] == 2
     assert handled == ["1", "2"], "given up records pass the checkpoint"
+    (trace,) = sender.traces
+    assert trace.startswith("Root=1-"), "the failure record goes on in the batch's trace"
 
 
 @pytest.mark.timeout(5)

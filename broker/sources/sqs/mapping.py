@@ -53,6 +53,7 @@ from broker.observability.metrics import Metrics
 from broker.retrying import Stopped, backoff_delay, retrying
 from broker.sources.sqs.queue import MAX_RECEIVE, SqsQueue
 from broker.sources.sqs.records import sqs_record
+from broker.tracing.context import TraceContext
 from broker.types import InvokeResult, SqsMessage
 
 _CONTENDED_WAIT_SECONDS = 1  # idle long poll while others wait for the permit it holds
@@ -297,8 +298,10 @@ class SqsMapping:
                 return False
         payload = records_event(m.encoded for m in messages)
         self._in_flight += 1
+        # Lambda's rule: the invocation carries the first record's AWSTraceHeader
+        trace = TraceContext.from_xray(messages[0].record.get("attributes", {}).get("AWSTraceHeader"))
         try:
-            result = await self._invoke(payload, received_at, len(messages))
+            result = await self._invoke(payload, received_at, len(messages), trace)
         finally:
             self._in_flight -= 1
         if result is None:
@@ -337,7 +340,8 @@ class SqsMapping:
             await self._queue.delete(drop)
         return keep
 
-    async def _invoke(self, payload: bytes, received_at: float, count: int) -> InvokeResult | None:
+    async def _invoke(self, payload: bytes, received_at: float, count: int,
+                      trace: TraceContext | None) -> InvokeResult | None:
         """Invoke, retrying throttles and unreachable targets while the batch's visibility timeout
         leaves room for one more full attempt; None when the batch is given back to the queue."""
         give_up_at = received_at + self._visibility - self._function.timeout
@@ -354,7 +358,8 @@ class SqsMapping:
 
         try:
             return await retrying(
-                lambda: self._function.invoke(payload, acquire=False), pause=pause,  # the poller holds the permit
+                # the poller holds the permit
+                lambda: self._function.invoke(payload, acquire=False, trace=trace), pause=pause,
                 retryable=lambda e: isinstance(e, InvokeError),
                 delay=lambda n, e: backoff_delay(n, base=self._settings.backoff_base_seconds,
                                                  cap=self._settings.backoff_max_seconds,

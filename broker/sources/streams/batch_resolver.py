@@ -46,6 +46,7 @@ from broker.sources.streams.service import StreamService
 from broker.sources.streams.shard_state import ShardActivity
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.sources.streams.windows import response_state, state_too_large
+from broker.tracing.context import TraceContext
 from broker.types import InvokeResult, StreamRecord
 
 log = structlog.get_logger("broker.streams")
@@ -61,6 +62,7 @@ class _Work:
     invokes: int = 0  # invocations of exactly these records
     request_id: str = ""
     last: InvokeResult | None = None
+    trace: TraceContext | None = None  # every attempt of these records is a span of one trace
 
 
 class Stopped(Exception):
@@ -293,7 +295,9 @@ class BatchResolver:
             age = max(0.0, self._clock.time() - w.records[-1].arrival)
             self._m_age.set(age)
             self._activity.iterator_age_ms = round(age * 1000)
-            return await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS)
+            w.trace = w.trace or self._function.new_trace()
+            return await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS,
+                                               trace=w.trace)
 
         def aged(exc: BaseException) -> bool:  # a retryable failure, but records aged out meanwhile
             return isinstance(exc, BrokerError) and exc.retryable and bool(self._expired_prefix(w.records))
@@ -344,7 +348,8 @@ class BatchResolver:
         """The failure path (``give_up``), then the checkpoint may pass the records."""
         try:
             await self._failures.send_off(records, condition, invokes=w.invokes, request_id=w.request_id,
-                                          last=w.last, response=response)
+                                          last=w.last, response=response,
+                                          trace=w.trace.child().xray if w.trace else "")
         except Waiting as exc:
             raise Stopped from exc
         await self._handled(records, w.lane)

@@ -48,7 +48,7 @@ class FailurePath:
         self._m_delivery_failures = metrics.destination_delivery_failures.labels(function.name)
 
     async def send_off(self, records: list[StreamRecord], condition: str, *, invokes: int, request_id: str,
-                       last: InvokeResult | None, response: dict[str, Any] | None) -> None:
+                       last: InvokeResult | None, response: dict[str, Any] | None, trace: str = "") -> None:
         """The quarantine (with the records), then the destination record or a counted drop.
         ``retrying.Stopped`` if the shard stops while Redis or the destination is away."""
         await self._quarantined(records, condition, invokes, last)
@@ -76,9 +76,9 @@ class FailurePath:
             self._m_delivery_failures.inc()
             log.warning("destination_delivery_failed", destination=destination, error=str(error))
 
-        await retrying(lambda: self._sender.deliver(destination, document, s3_key=s3_key), pause=self._sleep,
-                       retryable=lambda e: isinstance(e, BrokerError), delay=lambda n, _: self._backoff(n),
-                       before_wait=failed)
+        await retrying(lambda: self._sender.deliver(destination, document, s3_key=s3_key, trace=trace),
+                       pause=self._sleep, retryable=lambda e: isinstance(e, BrokerError),
+                       delay=lambda n, _: self._backoff(n), before_wait=failed)
         self._m_delivered.inc(len(records))
         log.info("sent_to_destination", destination=destination, condition=condition, records=len(records),
                  first=records[0].sequence, last=records[-1].sequence)
