@@ -94,13 +94,14 @@ def run_baseline(endpoint: str, url: str, target: str, concurrency: int, count: 
 
 
 def run_broker(endpoint: str, name: str, url: str, target: str, concurrency: int, count: int,
-               workdir: Path) -> tuple[float, float]:
+               workdir: Path, settings: dict[str, Any] | None = None) -> tuple[float, float]:
     port = free_port()
     config = workdir / f"{name}.yaml"
     config.write_text(json.dumps({
         "broker": {"aws_endpoint_url": endpoint, "account_id": ACCOUNT, "redis_url": "embedded", "data_dir": str(workdir / name),
                    "api": {"host": "127.0.0.1", "port": port}, "sqs_initial_pollers": concurrency,
-                   "sqs_min_pollers": concurrency, "sqs_wait_time_seconds": 1, "log_format": "json"},
+                   "sqs_min_pollers": concurrency, "sqs_wait_time_seconds": 1, "log_format": "json",
+                   **(settings or {})},
         "functions": {"bench": {"Target": {"Url": target}, "Timeout": 30}},
         "event_source_mappings": [{
             "FunctionName": "bench", "EventSourceArn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}",

@@ -46,6 +46,12 @@ async def invoke(request: web.Request) -> web.Response:
     return web.Response(body=b"{}", content_type="application/json")
 
 
+async def traces(request: web.Request) -> web.Response:
+    """An OTLP/HTTP trace sink (benchmarks/tracing.py): takes the spans, keeps their size."""
+    stats["trace_bytes"] = int(stats.get("trace_bytes", 0)) + len(await request.read())  # type: ignore[call-overload]
+    return web.Response(body=b"", content_type="application/x-protobuf")
+
+
 async def get_stats(_: web.Request) -> web.Response:
     return web.json_response(stats)
 
@@ -54,4 +60,5 @@ if __name__ == "__main__":
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_post("/invoke", invoke)
     app.router.add_get("/stats", get_stats)
+    app.router.add_post("/v1/traces", traces)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)

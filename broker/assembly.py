@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from broker import __version__, account
@@ -57,8 +58,13 @@ from broker.status.board import StatusBoard
 from broker.status.document import StatusDocument
 from broker.status.facts import Facts
 from broker.status.reporter import StatusReporter
+from broker.tracing import spans
+from broker.tracing.spans import tracing
 
 _MAX_BODY = 7 * 1024 * 1024  # above Invoke's 6 MiB, so Lambda's own 413 answers a larger payload
+
+
+log = structlog.get_logger("broker.app")
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,19 @@ class Context:
     gauges: Callable[[], Awaitable[None]]
 
 
+def _start_tracing(ctx: Context, stack: contextlib.AsyncExitStack) -> None:
+    t = ctx.config().broker.tracing
+    if t.exporter == "otlp" or spans.wanted_by_environment():
+        tracing.configure(endpoint=t.endpoint, sample_ratio=t.sample_ratio, service_name=t.service_name,
+                          dropped=ctx.metrics.trace_spans_dropped)
+        stack.push_async_callback(asyncio.to_thread, tracing.shutdown)  # the last spans go out at the end
+        log.info("tracing_on", endpoint=t.endpoint or "OTEL_EXPORTER_OTLP_ENDPOINT", sample_ratio=t.sample_ratio)
+
+
 async def assemble(ctx: Context, stack: contextlib.AsyncExitStack) -> Parts:
     config = ctx.config()
     s = config.broker
+    _start_tracing(ctx, stack)
     redis_url = start_embedded_redis(s, stack) if s.redis_url == "embedded" else s.redis_url
     endpoint = await start_embedded_aws(s, stack) if s.aws_endpoint_url == "embedded" else s.aws_endpoint_url
     redis = await stack.enter_async_context(redis_client.connected(redis_url))

@@ -26,6 +26,7 @@ from broker.errors import BrokerError, TargetThrottled, TargetUnreachable
 from broker.invoking.function import Function
 from broker.observability.metrics import Metrics
 from broker.tracing.context import TraceContext
+from broker.tracing.spans import tracing
 
 SYNC_LIMIT = MAX_PAYLOAD_BYTES
 ASYNC_LIMIT = 1024 * 1024
@@ -110,7 +111,11 @@ def routes(functions: Mapping[str, Invokable], metrics: Metrics, *, region: str,
         if kind == "RequestResponse":
             return await _run_sync(target, text, request_id, request.headers.get("X-Amz-Log-Type"), trace)
         try:
-            await target.queue.enqueue(request_id, text, trace.xray if trace else "")
+            with tracing.span(f"{name} enqueue", parent=trace, kind="producer", messaging__system="broker",
+                              messaging__operation="publish", messaging__destination__name=name,
+                              messaging__message__id=request_id) as span:
+                # the event goes on in the caller's trace (or one of its own, sampled by the ratio)
+                await target.queue.enqueue(request_id, text, span.context.xray if trace or tracing.on else "")
         except BrokerError as exc:
             # Redis away or full (noeviction): nothing was accepted, and SDKs retry a 503
             return aws_error(503, "ServiceException", f"The event could not be queued: {exc}", error_type="Service")

@@ -37,6 +37,7 @@ from broker.observability.metrics import Metrics
 from broker.quarantine.store import Quarantine, entry, last_error
 from broker.retrying import backoff_delay, retrying
 from broker.tracing.context import TraceContext
+from broker.tracing.spans import tracing
 
 log = structlog.get_logger("broker.async")
 
@@ -178,7 +179,7 @@ class AsyncWorker:
         self._handling.add(event.entry_id)
         try:
             await retrying(
-                lambda: self._handle(event), pause=pause,
+                lambda: self._traced(event), pause=pause,
                 retryable=lambda e: isinstance(e, BrokerError) and e.retryable and not self._stop.is_set(),
                 delay=lambda n, _: backoff_delay(n, base=self._settings.backoff_base_seconds,
                                                  cap=self._settings.backoff_max_seconds),
@@ -197,7 +198,15 @@ class AsyncWorker:
     def _age(self, event: AsyncEvent) -> float:
         return self._clock.time() - event.enqueued_ms / 1000
 
-    async def _handle(self, event: AsyncEvent) -> None:
+    async def _traced(self, event: AsyncEvent) -> None:
+        """One step of the event, as a span of the trace it was queued in."""
+        with tracing.span(f"{self._function.name} process", parent=TraceContext.from_xray(event.trace),
+                          kind="consumer", now=self._clock.time(), messaging__system="broker",
+                          messaging__operation="process", messaging__destination__name=self._function.name,
+                          messaging__message__id=event.request_id, broker__attempts=event.attempts) as span:
+            await self._handle(event, span.context)
+
+    async def _handle(self, event: AsyncEvent, trace: TraceContext) -> None:
         await self._invoke_config.refresh()  # at most one read a second: an event never meets a config older than that
         cfg = self._invoke_config.current
         if await self._resumed(event):
@@ -211,8 +220,7 @@ class AsyncWorker:
         self._m_age.observe(self._age(event))
         try:
             result = await self._function.invoke(event.payload.encode(), request_id=event.request_id,
-                                                 wait_seconds=PERMIT_WAIT_SECONDS,
-                                                 trace=TraceContext.from_xray(event.trace))
+                                                 wait_seconds=PERMIT_WAIT_SECONDS, trace=trace, retry=event.invokes)
         except InvokeError as exc:
             delay = backoff_delay(event.throttles, base=self._settings.backoff_base_seconds,
                                   cap=self._settings.backoff_max_seconds, retry_after=exc.retry_after)
@@ -298,7 +306,7 @@ class AsyncWorker:
                                   last=None if condition == "ZeroReservedConcurrency" else event.last)
             kind = "Success" if condition == "Success" else "Failure"
             try:
-                await self._sender.deliver(target.Destination, record, trace=_delivery_trace(event),
+                await self._sender.deliver(target.Destination, record, trace=event.trace,
                                            detail_type=f"Lambda Function Invocation Result - {kind}",
                                            s3_key=f"aws/lambda/async/{self._function.name}/{event.request_id}.json")
                 log.info("sent_to_destination", destination=target.Destination, condition=condition,
@@ -324,16 +332,10 @@ class AsyncWorker:
             "ErrorMessage": {"DataType": "String", "StringValue": (message or "Event was not processed")[:1024]},
         }
         try:
-            await self._sender.deliver(arn, {}, body=event.payload, attributes=attributes, trace=_delivery_trace(event))
+            await self._sender.deliver(arn, {}, body=event.payload, attributes=attributes, trace=event.trace)
         except BrokerError as exc:
             self._m_dlq_errors.inc()
             log.warning("dead_letter_failed", destination=arn, error=str(exc))
             return False
         log.info("sent_to_dlq", destination=arn, request_id=event.request_id)
         return True
-
-
-def _delivery_trace(event: AsyncEvent) -> str:
-    """A delivery is a span of the event's trace (if it came with one)."""
-    trace = TraceContext.from_xray(event.trace)
-    return trace.child().xray if trace else ""

@@ -63,6 +63,16 @@ class ApiSettings(_Strict):
             return False
 
 
+class TracingSettings(_Strict):
+    """OpenTelemetry spans (the ``otel`` extra). Off unless ``exporter: otlp`` here or
+    ``OTEL_TRACES_EXPORTER=otlp`` in the environment; the other ``OTEL_*`` variables apply too."""
+
+    exporter: Literal["none", "otlp"] = "none"
+    endpoint: str | None = None  # OTLP/HTTP, e.g. http://collector:4318 (None: OTEL_EXPORTER_OTLP_ENDPOINT)
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of new traces; a caller's sampled flag wins
+    service_name: str = "broker"
+
+
 class BrokerSettings(_Strict):
     region: str = "us-east-1"
     # Empty: the account of the broker's credentials, asked from STS once at start if the config
@@ -73,6 +83,7 @@ class BrokerSettings(_Strict):
     data_dir: Path = Path(".broker")
     embedded_aws_port: Annotated[int, Field(ge=0, le=65535)] = 4566  # embedded emulator (taken: any free port)
     api: ApiSettings = ApiSettings()
+    tracing: TracingSettings = TracingSettings()
     account_concurrency: Annotated[int, Field(ge=1)] = 1000
     drain_timeout_seconds: Annotated[float, Field(ge=0)] = 25.0
     replica_id: str | None = None  # default: the host name (the pod name in Kubernetes)

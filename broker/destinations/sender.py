@@ -12,6 +12,8 @@ from typing import Any
 from broker.arns import parse_arn
 from broker.aws.clients import AwsClients, call
 from broker.errors import AwsError
+from broker.tracing.context import TraceContext
+from broker.tracing.spans import tracing
 
 LambdaDelivery = Callable[[str, str], Awaitable[None]]  # (function ARN, event JSON): invoke asynchronously
 
@@ -25,8 +27,21 @@ class DestinationSender:
     async def deliver(self, arn: str, document: dict[str, Any], *, s3_key: str | None = None,
                       attributes: dict[str, dict[str, str]] | None = None,
                       detail_type: str = "", body: str | None = None, trace: str = "") -> None:
-        """Send ``document`` (or the raw ``body``) to ``arn``; an SQS message carries ``trace`` (X-Ray's
-        header) as its AWSTraceHeader, so the trace of what failed goes on with it."""
+        """Send ``document`` (or the raw ``body``) to ``arn``; with ``trace`` (X-Ray's header) the
+        delivery is a span of that trace, and an SQS message carries it on as its AWSTraceHeader."""
+        context = TraceContext.from_xray(trace)
+        if context is None:
+            await self._send(arn, document, s3_key=s3_key, attributes=attributes, detail_type=detail_type, body=body)
+            return
+        service = parse_arn(arn).service
+        with tracing.span(f"deliver {service}", parent=context, kind="producer", messaging__system=f"aws_{service}",
+                          messaging__operation="publish", messaging__destination__name=arn) as span:
+            await self._send(arn, document, s3_key=s3_key, attributes=attributes, detail_type=detail_type, body=body,
+                             trace=span.context.xray)
+
+    async def _send(self, arn: str, document: dict[str, Any], *, s3_key: str | None,
+                    attributes: dict[str, dict[str, str]] | None, detail_type: str, body: str | None,
+                    trace: str = "") -> None:
         parsed = parse_arn(arn)
         text = body if body is not None else json.dumps(document)
         if parsed.service == "sqs":

@@ -15,6 +15,7 @@ from broker.concurrency.permits import UNCONTENDED, Grant, PermitLost, Permits
 from broker.errors import TargetThrottled, TargetUnreachable
 from broker.observability.metrics import Metrics
 from broker.tracing.context import TraceContext
+from broker.tracing.spans import Span, tracing
 from broker.types import InvokeContext, InvokeResult
 
 # Work with records or an event in hand waits this long in line for a permit (first come, first
@@ -56,8 +57,9 @@ class Function:
         self._m_system_errors = metrics.system_errors.labels(name)
 
     def new_trace(self) -> TraceContext:
-        """A trace for an invocation nothing traced triggered (stream records, a replay)."""
-        return TraceContext.new(sampled=False, now=self._clock.time())
+        """A trace for an invocation nothing traced triggered (stream records, a replay), sampled
+        by the tracing's ratio."""
+        return tracing.new_trace(self._clock.time())
 
     def permit(self, wait_seconds: float = 0.0) -> contextlib.AbstractAsyncContextManager[Grant]:
         """Hold one of the function's concurrency permits, waiting in line for up to
@@ -67,13 +69,21 @@ class Function:
         return self._permits.hold(self.name, wait_seconds=wait_seconds)
 
     async def invoke(self, payload: bytes, *, request_id: str | None = None, acquire: bool = True,
-                     wait_seconds: float = 0.0, trace: TraceContext | None = None) -> InvokeResult:
+                     wait_seconds: float = 0.0, trace: TraceContext | None = None, retry: int = 0) -> InvokeResult:
         """Invoke once, under a concurrency permit unless the caller holds one (``acquire=False``);
         work with records or an event in hand may wait ``wait_seconds`` in line for it. ``trace``:
-        what triggered it (else a new trace); the attempt is a new span of it, passed to the target.
+        what triggered it (else a new trace); the attempt is a span of it (``retry``: how many came
+        before), passed on to the target.
         Metrics: invocations/errors/duration when it ran, throttles (by reason) when refused."""
         request_id = request_id or str(uuid.uuid4())
-        attempt = (trace or self.new_trace()).child()
+        with tracing.span(f"invoke {self.name}", parent=trace, kind="client",
+                          now=self._clock.time(), faas__invoked_name=self.name, faas__invoked_provider="aws",
+                          faas__invocation_id=request_id, broker__retry=retry) as span:
+            return await self._attempt(payload, request_id, acquire, wait_seconds, span)
+
+    async def _attempt(self, payload: bytes, request_id: str, acquire: bool, wait_seconds: float,
+                       span: Span) -> InvokeResult:
+        attempt = span.context
         ctx = InvokeContext(
             request_id=request_id,
             function_name=self.name,
@@ -92,12 +102,17 @@ class Function:
                     in_flight.dec()
         except TargetThrottled as exc:
             self._metrics.throttles.labels(self.name, exc.reason or "TargetThrottled").inc()
+            span.event("throttled", reason=exc.reason or "TargetThrottled")
+            span.set(broker__outcome="throttled")
             raise
         except (TargetUnreachable, PermitLost):
             self._m_system_errors.inc()
+            span.set(broker__outcome="unreachable")
             raise
         self._m_invocations.inc()
         self._m_duration.observe(result.duration_seconds)
         if not result.ok:
             self._m_errors.inc()
+            span.failed(result.function_error or "Unhandled")
+        span.set(broker__outcome="success" if result.ok else "function_error", faas__error=result.function_error)
         return result

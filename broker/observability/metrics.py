@@ -63,6 +63,7 @@ class Metrics:
         self.async_queue_depth = Gauge("broker_async_queue_depth", "Async events queued or waiting for a retry, per function.", _FN, registry=r)
         self.dead_letter_errors = Counter("broker_dead_letter_errors", "Failed attempts to write to the DLQ.", _FN, registry=r)
         # Process
+        self.trace_spans_dropped = Counter("broker_trace_spans_dropped", "Spans the OTLP exporter could not deliver (the collector away or refusing).", registry=r)
         self.auth_failures = Counter("broker_auth_failures", "API requests refused by SigV4 authentication or permissions, by reason.", ("reason",), registry=r)
         self.state_lost = Counter("broker_state_lost", "Times Redis answered without state the broker had written (what: redis, consumer_group, checkpoint).", ("what",), registry=r)
         self.config_reload_failures = Counter("broker_config_reload_failures", "Config reloads refused as invalid.", registry=r)

@@ -54,6 +54,7 @@ from broker.retrying import Stopped, backoff_delay, retrying
 from broker.sources.sqs.queue import MAX_RECEIVE, SqsQueue
 from broker.sources.sqs.records import sqs_record
 from broker.tracing.context import TraceContext
+from broker.tracing.spans import tracing
 from broker.types import InvokeResult, SqsMessage
 
 _CONTENDED_WAIT_SECONDS = 1  # idle long poll while others wait for the permit it holds
@@ -90,6 +91,7 @@ class SqsMapping:
         self.last_processing_result = "No records processed"  # Lambda shows it on stream mappings only
         self._function = function
         self._queue_arn = esm.EventSourceArn
+        self._queue_name = esm.EventSourceArn.rsplit(":", 1)[-1]
         self._visibility = visibility_timeout
         self._region = region
         self._settings = settings
@@ -296,14 +298,22 @@ class SqsMapping:
             messages = await self._apply_filter(messages)
             if not messages:
                 return False
-        payload = records_event(m.encoded for m in messages)
+        # Lambda's rule: the invocation carries the first record's AWSTraceHeader (the span links to all)
+        traces = [TraceContext.from_xray(m.record["attributes"].get("AWSTraceHeader"))
+                  for m in (messages if tracing.on else messages[:1])]
         self._in_flight += 1
-        # Lambda's rule: the invocation carries the first record's AWSTraceHeader
-        trace = TraceContext.from_xray(messages[0].record.get("attributes", {}).get("AWSTraceHeader"))
         try:
-            result = await self._invoke(payload, received_at, len(messages), trace)
+            with tracing.span(f"{self._queue_name} process", parent=traces[0], kind="consumer",
+                              links=[t for t in traces if t], now=self._clock.time(), messaging__system="aws_sqs",
+                              messaging__destination__name=self._queue_name, messaging__operation="process",
+                              messaging__batch__message_count=len(messages)) as span:
+                return await self._settle(messages, received_at, span.context)
         finally:
             self._in_flight -= 1
+
+    async def _settle(self, messages: list[SqsMessage], received_at: float, trace: TraceContext) -> bool:
+        """Invoke and delete what succeeded. True if the poller should back off (function error)."""
+        result = await self._invoke(records_event(m.encoded for m in messages), received_at, len(messages), trace)
         if result is None:
             return True
         self._m_invoked.inc(len(messages))
@@ -359,7 +369,7 @@ class SqsMapping:
         try:
             return await retrying(
                 # the poller holds the permit
-                lambda: self._function.invoke(payload, acquire=False, trace=trace), pause=pause,
+                lambda: self._function.invoke(payload, acquire=False, trace=trace, retry=attempts[0]), pause=pause,
                 retryable=lambda e: isinstance(e, InvokeError),
                 delay=lambda n, e: backoff_delay(n, base=self._settings.backoff_base_seconds,
                                                  cap=self._settings.backoff_max_seconds,

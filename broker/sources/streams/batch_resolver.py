@@ -47,6 +47,7 @@ from broker.sources.streams.shard_state import ShardActivity
 from broker.sources.streams.types import Lane, StreamMappingSpec, StreamSettings
 from broker.sources.streams.windows import response_state, state_too_large
 from broker.tracing.context import TraceContext
+from broker.tracing.spans import tracing
 from broker.types import InvokeResult, StreamRecord
 
 log = structlog.get_logger("broker.streams")
@@ -104,6 +105,8 @@ class BatchResolver:
                  parked: ParkedKeys | None = None) -> None:
         shard_id = shard.shard_id
         self._shard_id = shard_id
+        # the stream (Kinesis) or table (DynamoDB) the spans name
+        self._source_name = service.arn.split(":", 5)[-1].split("/")[1] if "/" in service.arn else service.arn
         self._service = service
         self._spec = spec
         self._function = function
@@ -126,14 +129,19 @@ class BatchResolver:
         self._m_age = metrics.iterator_age.labels(*labels, shard_id)
 
     async def resolve(self, batch: list[StreamRecord], lane: Lane) -> None:
-        work = collections.deque([_Work(batch, lane)])
         self._activity.in_flight += 1
         try:
-            while work:
-                if self._stopped.is_set():
-                    raise Stopped
-                if await self._step(work[0], work):
-                    work.popleft()
+            with tracing.span(f"{self._source_name} process", parent=None, kind="consumer", now=self._clock.time(),
+                              messaging__system=f"aws_{self._service.kind.value}", messaging__operation="process",
+                              messaging__destination__name=self._source_name,
+                              messaging__destination__partition__id=self._shard_id,
+                              messaging__batch__message_count=len(batch)) as span:
+                work = collections.deque([_Work(batch, lane, trace=span.context)])
+                while work:
+                    if self._stopped.is_set():
+                        raise Stopped
+                    if await self._step(work[0], work):
+                        work.popleft()
         finally:
             self._activity.in_flight -= 1
 
@@ -181,8 +189,8 @@ class BatchResolver:
         elif spec.bisect and len(w.records) > 1:  # splitting spends no attempt
             mid = len(w.records) // 2
             work.popleft()
-            work.appendleft(_Work(w.records[mid:], w.lane, attempts=w.attempts))
-            work.appendleft(_Work(w.records[:mid], w.lane, attempts=w.attempts))
+            work.appendleft(_Work(w.records[mid:], w.lane, attempts=w.attempts, trace=w.trace))
+            work.appendleft(_Work(w.records[:mid], w.lane, attempts=w.attempts, trace=w.trace))
             log.info("batch_bisected", records=len(w.records), halves=(mid, len(w.records) - mid))
             return False
         elif self._isolating and len(w.records) == 1:
@@ -297,7 +305,7 @@ class BatchResolver:
             self._activity.iterator_age_ms = round(age * 1000)
             w.trace = w.trace or self._function.new_trace()
             return await self._function.invoke(payload, request_id=w.request_id, wait_seconds=PERMIT_WAIT_SECONDS,
-                                               trace=w.trace)
+                                               trace=w.trace, retry=w.invokes)
 
         def aged(exc: BaseException) -> bool:  # a retryable failure, but records aged out meanwhile
             return isinstance(exc, BrokerError) and exc.retryable and bool(self._expired_prefix(w.records))
@@ -349,7 +357,7 @@ class BatchResolver:
         try:
             await self._failures.send_off(records, condition, invokes=w.invokes, request_id=w.request_id,
                                           last=w.last, response=response,
-                                          trace=w.trace.child().xray if w.trace else "")
+                                          trace=w.trace.xray if w.trace else "")
         except Waiting as exc:
             raise Stopped from exc
         await self._handled(records, w.lane)
