@@ -1,7 +1,7 @@
 """What tracing costs: `broker run` with OpenTelemetry spans on (sample ratio 1.0, exported over
 OTLP/HTTP to a sink that answers at once) against tracing off, in the same run, rounds alternating.
 
-    python benchmarks/tracing.py [--messages 20000] [--events 4000] [--rounds 2]
+    python benchmarks/tracing.py [--messages 20000] [--events 4000] [--rounds 2] [--sample-ratio 1.0]
 
 1. SQS: a pre-filled queue drained (BatchSize 100, a filter, as benchmarks/sqs.py): CPU per message.
 2. Async: --events Event invokes from 32 connections, until the target has every one: CPU per event
@@ -32,8 +32,11 @@ burst_round = importlib.import_module("async").burst_round  # benchmarks/async.p
 ROOT = Path(__file__).resolve().parent.parent
 
 
+SAMPLE_RATIO = [1.0]  # --sample-ratio
+
+
 def tracing_settings(sink: str, on: bool) -> dict[str, Any]:
-    return {"tracing": {"exporter": "otlp", "endpoint": sink, "sample_ratio": 1.0}} if on else {}
+    return {"tracing": {"exporter": "otlp", "endpoint": sink, "sample_ratio": SAMPLE_RATIO[0]}} if on else {}
 
 
 def async_round(target: str, sink: str, on: bool, events: int, workdir: Path, name: str) -> float:
@@ -69,7 +72,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sample-ratio", type=float, default=1.0, help="of new traces, with tracing on")
     args = parser.parse_args()
+    SAMPLE_RATIO[0] = args.sample_ratio
     sqs_port, target_port = free_port(), free_port()
     servers = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "sqs_endpoint.py"), str(sqs_port)]),
                subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "target.py"), str(target_port)])]
@@ -90,14 +95,15 @@ def main() -> None:
                     events[on].append(async_round(target, sink, on, args.events, Path(tmp), f"a{n}{int(on)}"))
                     print(f"round {n + 1}, tracing {'on' if on else 'off'}: SQS {sqs[on][-1]:.0f} us/msg, "
                           f"async {events[on][-1]:.0f} us/event", flush=True)
+        print(f"spans exported to the sink: {target_stats(target).get('trace_bytes', 0) / 1e6:.1f} MB")
     finally:
         for proc in servers:
             proc.terminate()
             proc.wait()
-    print(f"spans exported to the sink: {target_stats(target).get('trace_bytes', 0) / 1e6:.1f} MB")
     for what, results in (("SQS (per message)", sqs), ("async (per event)", events)):
         off, on = statistics.median(results[False]), statistics.median(results[True])
-        print(f"{what}: tracing off {off:.0f} us of CPU, on {on:.0f} us: {on / off:.2f}x")
+        print(f"{what}: tracing off {off:.0f} us of CPU, on (sample ratio {args.sample_ratio:g}) {on:.0f} us: "
+              f"{on / off:.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ never an error: tracing must not refuse work.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -22,13 +22,11 @@ _ROOT = re.compile(r"^1-([0-9a-f]{8})-([0-9a-f]{24})$")
 
 
 def _span_id() -> str:
-    while True:
-        value = secrets.token_hex(8)
-        if value != "0" * 16:
-            return value
+    """A random span id (never all zeros), as OpenTelemetry's SDK makes them: not a secret."""
+    return f"{random.getrandbits(64) or 1:016x}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceContext:
     trace_id: str  # 32 lowercase hex digits
     parent_id: str  # 16 lowercase hex digits: the span that called
@@ -38,7 +36,7 @@ class TraceContext:
     def new(cls, *, sampled: bool, now: float | None = None) -> TraceContext:
         """A new trace (X-Ray's form: its first 8 digits are the time it began)."""
         start = int(time.time() if now is None else now)
-        return cls(f"{start:08x}{secrets.token_hex(12)}", _span_id(), sampled)
+        return cls(f"{start:08x}{random.getrandbits(96) or 1:024x}", _span_id(), sampled)
 
     @classmethod
     def from_xray(cls, header: str | None) -> TraceContext | None:

@@ -1,8 +1,8 @@
 """Spans, through OpenTelemetry's SDK (the one boundary with it; an optional extra,
 ``pip install 'broker[otel]'``): a span per batch or async event (receive → process, the messaging
 semantic conventions), a child span per invocation attempt, spans for async enqueues and
-destination deliveries. Exported over OTLP/HTTP by the SDK's batch processor, on its own thread
-off the event loop; an exporter that cannot be reached drops spans (counted in
+destination deliveries. Exported over OTLP/HTTP (``otlp``) by the SDK's batch processor, on its
+own thread off the event loop; a collector that cannot be reached drops spans (counted in
 ``broker_trace_spans_dropped_total``) and never slows or stops processing.
 
 Off (the default) a span is a small object that only carries the trace context on: nothing is
@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from broker.tracing import otlp
 from broker.tracing.context import TraceContext
 
 _KINDS = ("internal", "client", "producer", "consumer")
@@ -26,6 +27,8 @@ _KINDS = ("internal", "client", "producer", "consumer")
 
 class Span:
     """A span as the code sees it: the context its children continue from, and what to note."""
+
+    __slots__ = ("_span", "context")
 
     def __init__(self, context: TraceContext, span: Any = None) -> None:
         self.context = context
@@ -46,6 +49,21 @@ class Span:
             self._span.set_status(Status(StatusCode.ERROR, description))
 
 
+class _Off(contextlib.AbstractContextManager[Span]):
+    """Tracing off: the span is only its context (no generator, nothing recorded)."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        return self._span
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
 class _Tracing:
     def __init__(self) -> None:
         self._tracer: Any = None
@@ -61,12 +79,17 @@ class _Tracing:
 
         return TraceContext.new(sampled=self.on and random.random() < self.ratio, now=now)
 
-    @contextlib.contextmanager
     def span(self, name: str, *, parent: TraceContext | None, kind: str = "internal",
-             links: Sequence[TraceContext] = (), now: float = 0.0, **attributes: Any) -> Iterator[Span]:
+             links: Sequence[TraceContext] = (), now: float = 0.0,
+             **attributes: Any) -> contextlib.AbstractContextManager[Span]:
+        """A span (``parent``: the context it continues; None: a new trace). Off, only the context."""
         if self._tracer is None:
-            yield Span(parent.child() if parent is not None else self.new_trace(now))
-            return
+            return _Off(Span(parent.child() if parent is not None else self.new_trace(now)))
+        return self._recorded(name, parent, kind, links, attributes)
+
+    @contextlib.contextmanager
+    def _recorded(self, name: str, parent: TraceContext | None, kind: str, links: Sequence[TraceContext],
+                  attributes: dict[str, Any]) -> Iterator[Span]:
         from opentelemetry import trace  # noqa: PLC0415
 
         span = self._tracer.start_span(
@@ -87,42 +110,29 @@ class _Tracing:
 
     def configure(self, *, endpoint: str | None, sample_ratio: float, service_name: str, dropped: Any) -> None:
         """Spans from now on, exported to ``endpoint`` (OTLP/HTTP; None: the OTEL_* variables)."""
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
         from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
         from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-        from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: PLC0415
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
 
-        class Counted(SpanExporter):
-            """The exporter, counting the spans it could not deliver (the collector away)."""
+        url, headers = otlp.traces_url(endpoint), otlp.headers_from_environment()
 
-            def __init__(self, inner: Any) -> None:
-                self._inner = inner
+        class Exporter(SpanExporter):
+            """OTLP/HTTP (``tracing/otlp.py``), counting the spans it could not deliver."""
 
             def export(self, batch: Sequence[Any]) -> Any:
                 try:
-                    result = self._inner.export(batch)
-                except Exception:  # whatever the exporter meets, processing goes on
-                    result = SpanExportResult.FAILURE
-                if result is not SpanExportResult.SUCCESS:
+                    delivered = otlp.post(url, otlp.encode(batch), headers, timeout=5.0)
+                except Exception:  # whatever the export meets, processing goes on
+                    delivered = False
+                if not delivered:
                     dropped.inc(len(batch))
-                return result
+                    return SpanExportResult.FAILURE
+                return SpanExportResult.SUCCESS
 
-            def shutdown(self) -> None:
-                self._inner.shutdown()
-
-            def force_flush(self, timeout_millis: int = 30000) -> bool:
-                return bool(self._inner.force_flush(timeout_millis))
-
-        url = f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None
-        exporter = Counted(OTLPSpanExporter(endpoint=url, timeout=5))
         provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
                                   sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+        provider.add_span_processor(BatchSpanProcessor(Exporter(), schedule_delay_millis=1000))
         self._provider, self._tracer, self.ratio = provider, provider.get_tracer("broker"), sample_ratio
 
     def shutdown(self) -> None:
@@ -140,10 +150,9 @@ def _span_context(ctx: TraceContext) -> Any:
 
 
 def available() -> bool:
-    """OpenTelemetry's SDK and OTLP exporter are installed (``broker[otel]``)."""
+    """OpenTelemetry's SDK is installed (``broker[otel]``)."""
     try:
-        return all(importlib.util.find_spec(name) is not None for name in (
-            "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter"))
+        return importlib.util.find_spec("opentelemetry.sdk.trace") is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
 

@@ -93,3 +93,19 @@ async def test_a_bad_trace_header_is_ignored(broker: BrokerRunner, target: Recor
     assert len(trace_id) == 32
     assert trace_id != TRACE_ID
 
+
+
+async def test_a_lambda_target_gets_the_trace_on_its_invoke(broker: BrokerRunner, target: RecordingTarget) -> None:
+    """A Lambda target (here this broker's own Invoke API, as another broker would be) receives
+    X-Amzn-Trace-Id on the Invoke call: the function behind it sees the same trace."""
+    async with broker.run(function(target), []) as inner:
+        outer_functions = {"g": {"Target": {"Lambda": "arn:aws:lambda:us-east-1:000000000000:function:f",
+                                            "EndpointUrl": f"http://127.0.0.1:{inner.api_port}"}}}
+        outer_runner = BrokerRunner(broker._redis, broker._moto, broker._tmp / "outer")
+        (broker._tmp / "outer").mkdir()
+        async with outer_runner.run(outer_functions, []) as outer, aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{outer.api_port}/2015-03-31/functions/g/invocations", data="{}",
+                headers={"X-Amzn-Trace-Id": XRAY}) as resp:
+            assert resp.status == 200, await resp.text()
+    trace_id, _, root = _trace_of(target.calls[0])
+    assert (trace_id, root) == (TRACE_ID, ROOT)
