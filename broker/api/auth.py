@@ -19,12 +19,10 @@ with the console's session cookie is that key's (``api/sessions.py``).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -34,6 +32,7 @@ from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 from broker.api.errors import aws_error
+from broker.api.keys import Key, keys_of
 from broker.api.routes import action_of, is_open, template
 from broker.api.sessions import COOKIE, Sessions
 from broker.arns import function_arn, mapping_arn, resolve_name
@@ -47,28 +46,6 @@ _AUTH = re.compile(r"^AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+),\s*SignedH
                    r"\s*Signature=(?P<sig>[0-9a-f]{64})\s*$")
 _BAD_SIGNATURE = ("The request signature we calculated does not match the signature you provided. Check your "
                   "AWS Secret Access Key and signing method. Consult the service documentation for details.")
-
-@dataclass(frozen=True)
-class Key:
-    access_key_id: str
-    secret: str
-    actions: tuple[str, ...]
-    resources: tuple[str, ...]
-
-    def allows(self, action: str, resource: str) -> bool:
-        """IAM-style: ``*`` and ``?`` wildcards; actions compare case-insensitively."""
-        return (any(_matches(a.lower(), action.lower()) for a in self.actions)
-                and any(_matches(r, resource) for r in self.resources))
-
-
-def keys_of(api: ApiSettings) -> list[Key]:
-    """The SigV4 keys the config gives (secret files already read)."""
-    return [Key(c.AccessKeyId, c.SecretAccessKey or "", tuple(c.Actions), tuple(c.Resources)) for c in api.credentials]
-
-
-def _matches(pattern: str, value: str) -> bool:
-    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
-
 
 class _Verifier(SigV4Auth):  # type: ignore[misc]
     """botocore's signer, limited to the headers the client said it signed."""

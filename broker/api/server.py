@@ -10,8 +10,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from broker.api.auth import SigV4, keys_of
+from broker.api.auth import SigV4
 from broker.api.errors import aws_error, lambda_errors
+from broker.api.keys import keys_of
 from broker.clock import Clock
 from broker.config.models import ApiSettings
 from broker.errors import StartupError

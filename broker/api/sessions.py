@@ -17,12 +17,10 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from broker.api.auth import Key
+from broker.api.keys import Key
 
 COOKIE = "broker_session"
 CSRF_HEADER = "X-Broker-Csrf"
