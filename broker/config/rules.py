@@ -73,7 +73,7 @@ def _check_settings(config: Config) -> list[ConfigIssue]:
     s = config.broker
     if (s.tracing.exporter == "otlp" or spans.wanted_by_environment()) and not spans.available():
         issues.append(ConfigIssue("broker.tracing.exporter", (
-            "OTLP tracing needs OpenTelemetry's SDK and exporter: pip install 'broker[otel]'")))
+            "OTLP tracing needs OpenTelemetry's SDK: pip install 'broker[otel]'")))
     has_sqs = any(source_kind_or_none(m.EventSourceArn) is SourceKind.SQS for m in config.event_source_mappings)
     if has_sqs and s.drain_timeout_seconds < s.sqs_wait_time_seconds:
         issues.append(ConfigIssue("broker.drain_timeout_seconds", (

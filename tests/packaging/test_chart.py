@@ -329,6 +329,18 @@ def test_prometheus_scrapes_through_the_network_policy() -> None:
     assert not [r for r in policy["spec"]["egress"] if {"namespaceSelector": {}} in r.get("to", [])]
 
 
+def test_the_otlp_collector_is_reachable_through_the_network_policy() -> None:
+    """broker.tracing.endpoint opens egress to the collector's port, and reaches the config file."""
+    docs = render(None, "--set", "broker.tracing.exporter=otlp",
+                  "--set", "broker.tracing.endpoint=http://otel-collector.obs.svc:4318")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "rel-broker")
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert 4318 in ports
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    rendered = yaml.safe_load(config["data"]["broker.yaml"])
+    assert rendered["broker"]["tracing"] == {"exporter": "otlp", "endpoint": "http://otel-collector.obs.svc:4318"}
+
+
 def test_defaults_bring_their_own_redis() -> None:
     """On its defaults the chart runs its bundled Redis and points the broker at it."""
     docs = render(None)

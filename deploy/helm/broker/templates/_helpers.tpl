@@ -80,6 +80,7 @@ line, besides AWS's 443. */}}
 {{- with (($fn | default dict).Target | default dict).Url }}{{ $_ := set $ports (include "broker.urlPort" .) true }}{{ end }}
 {{- end }}
 {{- with .Values.aws.endpointUrl }}{{ $_ := set $ports (include "broker.urlPort" .) true }}{{ end }}
+{{- with (.Values.broker.tracing | default dict).endpoint }}{{ $_ := set $ports (include "broker.urlPort" .) true }}{{ end }}
 {{- keys $ports | sortAlpha | join "\n" }}
 {{- end }}
 
