@@ -168,3 +168,35 @@ async def test_status_of_two_replicas(aws: Aws, moto_server: MotoServer, redis_s
 def _unsigned() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ACCESS", "AWS_SECRET", "AWS_SESSION"))}
     return {**env, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+
+async def test_redis_away_the_status_says_so_and_comes_back(moto_server: MotoServer, target: RecordingTarget,
+                                                            tmp_path: Path) -> None:
+    """Redis stops: the status answers 503 in Lambda's shape, the broker stays up and publishing
+    waits; with Redis back the replica's view is there again."""
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    config = {"broker": broker_settings(redis_server, moto_server, tmp_path, **FAST, replica_id="lonely"),
+              "functions": _functions(target), "event_source_mappings": []}
+    proc = BrokerProcess(config, tmp_path)
+    proc.start()
+    try:
+        await wait_until(lambda: _replicas_are(proc.url, ["lonely"]), timeout=30)
+        redis_server.stop()
+        async with aiohttp.ClientSession() as http, http.get(f"{proc.url}/broker/v1/status") as resp:
+            assert resp.status == 503
+            assert resp.headers["X-Amzn-ErrorType"].startswith("ServiceException")
+        await asyncio.sleep(1)  # a few publishing intervals without Redis
+        assert proc.returncode is None, "the broker exited while Redis was away"
+        redis_server = RedisServer(redis_server.data_dir, port=redis_server.port)
+        redis_server.start()
+        await wait_until(lambda: _replicas_are(proc.url, ["lonely"]), timeout=30)
+        assert any(line.get("event") == "status_publish_failed" for line in proc.log_lines())
+    finally:
+        proc.stop()
+        redis_server.stop()
+
+
+async def _replicas_are(url: str, expected: list[str]) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/broker/v1/status") as resp:
+        return resp.status == 200 and [r["ReplicaId"] for r in (await resp.json())["Replicas"]] == expected
