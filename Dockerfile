@@ -7,8 +7,8 @@ FROM python:${PYTHON_VERSION}-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY broker ./broker
-# the broker and what it needs, OpenTelemetry's exporter included (tracing stays off until configured)
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[otel]"
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/broker-*.whl
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 # The image holds whatever version the checkout builds; VERSION only labels it (--build-arg VERSION=...).

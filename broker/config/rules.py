@@ -18,7 +18,6 @@ from broker.config.models import Config, EventSourceMapping
 from broker.errors import ConfigError, ConfigIssue
 from broker.redaction import redact_url
 from broker.redis import client as redis_client
-from broker.tracing import spans
 from broker.types import SourceKind
 
 _STREAM_ONLY = (
@@ -71,9 +70,6 @@ def check(config: Config, *, now: float | None = None, positions: list[int] | No
 def _check_settings(config: Config) -> list[ConfigIssue]:
     issues = _check_api(config) + _check_urls(config)
     s = config.broker
-    if (s.tracing.exporter == "otlp" or spans.wanted_by_environment()) and not spans.available():
-        issues.append(ConfigIssue("broker.tracing.exporter", (
-            "OTLP tracing needs OpenTelemetry's SDK: pip install 'broker[otel]'")))
     has_sqs = any(source_kind_or_none(m.EventSourceArn) is SourceKind.SQS for m in config.event_source_mappings)
     if has_sqs and s.drain_timeout_seconds < s.sqs_wait_time_seconds:
         issues.append(ConfigIssue("broker.drain_timeout_seconds", (

@@ -1,8 +1,8 @@
-"""OTLP/HTTP trace export, hand-written where the SDK's exporter was the cost: its protobuf encoder
-took 78 µs of CPU per span here (``python benchmarks/tracing.py``; docs/design.md, "Decisions"),
-more than the rest of an async event's handling. This writes the same messages
-(``ExportTraceServiceRequest``, opentelemetry-proto's trace.proto) straight to protobuf's wire
-format, only the fields the broker's spans use, and POSTs them from the SDK's batch-processor thread.
+"""OTLP/HTTP trace export, hand-written (docs/design.md, "Decisions"): OpenTelemetry's exporter
+took 78 µs of CPU to encode one span here, more than the rest of an async event's handling. This
+writes the same message (``ExportTraceServiceRequest``, opentelemetry-proto's trace.proto) straight
+to protobuf's wire format, only the fields the broker's spans use, and POSTs it from the export
+thread (``spans``).
 
 Wire format: each field is a key (``field number << 3 | wire type``) then a varint (type 0), 8
 little-endian bytes (type 1), or a length and bytes (type 2: strings, bytes, nested messages).
@@ -12,16 +12,37 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from broker.tracing.context import TraceContext
+
 _U64 = (1 << 64) - 1
 _SMALL = [bytes((i,)) for i in range(128)]
 _KV_CACHE: dict[tuple[str, Any], bytes] = {}  # attributes repeat (names, outcomes, systems): encoded once
 _UNIQUE = frozenset({"faas.invocation_id", "messaging.message.id"})  # never repeat: not worth a cache slot
+
+
+class Recorded:
+    """A sampled span, as it is exported (``otlp.encode``)."""
+
+    __slots__ = ("attributes", "end", "events", "kind", "links", "name", "parent_id", "span_id", "start",
+                 "status", "trace_id")
+
+    def __init__(self, name: str, *, kind: int, trace_id: str, span_id: str, parent_id: str | None,
+                 links: Sequence[TraceContext], attributes: dict[str, Any]) -> None:
+        self.name, self.kind, self.trace_id, self.span_id, self.parent_id = name, kind, trace_id, span_id, parent_id
+        self.links = links
+        self.attributes = attributes
+        self.events: list[tuple[str, int, dict[str, Any]]] = []
+        self.status: tuple[int, str] | None = None  # (2: error, description)
+        self.start = time.time_ns()
+        self.end = 0
+
 
 
 def _varint(value: int) -> bytes:
@@ -71,37 +92,42 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(key + _varint(len(p)) + p for p in parts)
 
 
-def _span(span: Any) -> bytes:
-    """One ``Span`` from the SDK's ReadableSpan."""
-    ctx = span.context
-    out = [_field(1, ctx.trace_id.to_bytes(16, "big")), _field(2, ctx.span_id.to_bytes(8, "big"))]
-    if span.parent is not None:
-        out.append(_field(4, span.parent.span_id.to_bytes(8, "big")))
-    out += [_field(5, span.name.encode()), b"\x30" + _varint(span.kind.value + 1),  # the API's kinds are 1 lower
-            _fixed64(7, span.start_time or 0), _fixed64(8, span.end_time or 0), _attributes(9, span.attributes)]
-    for event in span.events:
-        out.append(_field(11, _fixed64(1, event.timestamp) + _field(2, event.name.encode())
-                          + _attributes(3, event.attributes)))
+def _span(span: Recorded) -> bytes:
+    """One ``Span``."""
+    out = [_field(1, bytes.fromhex(span.trace_id)), _field(2, bytes.fromhex(span.span_id))]
+    if span.parent_id is not None:
+        out.append(_field(4, bytes.fromhex(span.parent_id)))
+    out += [_field(5, span.name.encode()), b"\x30" + _SMALL[span.kind],
+            _fixed64(7, span.start), _fixed64(8, span.end), _attributes(9, span.attributes)]
+    for name, at, attributes in span.events:
+        out.append(_field(11, _fixed64(1, at) + _field(2, name.encode()) + _attributes(3, attributes)))
     for link in span.links:
-        out.append(_field(13, _field(1, link.context.trace_id.to_bytes(16, "big"))
-                          + _field(2, link.context.span_id.to_bytes(8, "big")) + _attributes(4, link.attributes)))
-    status = span.status
-    if status.status_code.value:
-        out.append(_field(15, (_field(2, status.description.encode()) if status.description else b"")
-                          + b"\x18" + _varint(status.status_code.value)))
+        out.append(_field(13, _field(1, bytes.fromhex(link.trace_id)) + _field(2, bytes.fromhex(link.parent_id))))
+    if span.status is not None:
+        code, description = span.status
+        out.append(_field(15, (_field(2, description.encode()) if description else b"") + b"\x18" + _SMALL[code]))
     return b"".join(out)
 
 
-def encode(spans: Sequence[Any]) -> bytes:
-    """An ``ExportTraceServiceRequest`` of spans that share one resource and one scope (the broker's)."""
-    if not spans:
-        return b""
-    first = spans[0]
-    resource = _attributes(1, first.resource.attributes)
-    scope = first.instrumentation_scope
-    scope_message = _field(1, scope.name.encode()) + (_field(2, scope.version.encode()) if scope.version else b"")
+def encode(spans: Sequence[Recorded], resource: Mapping[str, Any], scope: tuple[str, str]) -> bytes:
+    """An ``ExportTraceServiceRequest``: one resource, one instrumentation scope (name, version)."""
+    scope_message = _field(1, scope[0].encode()) + (_field(2, scope[1].encode()) if scope[1] else b"")
     scope_spans = _field(1, scope_message) + b"".join(_field(2, _span(s)) for s in spans)
-    return _field(1, _field(1, resource) + _field(2, scope_spans))
+    return _field(1, _field(1, _attributes(1, resource)) + _field(2, scope_spans))
+
+
+def resource_from_environment() -> dict[str, str]:
+    """``OTEL_RESOURCE_ATTRIBUTES``: ``key=value,key2=value2``."""
+    return _pairs(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+
+
+def _pairs(raw: str) -> dict[str, str]:
+    out = {}
+    for part in raw.split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = urllib.parse.unquote(value.strip())
+    return out
 
 
 def traces_url(endpoint: str | None) -> str:
@@ -117,12 +143,7 @@ def traces_url(endpoint: str | None) -> str:
 def headers_from_environment() -> dict[str, str]:
     """``OTEL_EXPORTER_OTLP_HEADERS`` / ``..._TRACES_HEADERS``: ``key=value,key2=value2``."""
     raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
-    out = {}
-    for part in raw.split(","):
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            out[key.strip()] = urllib.parse.unquote(value.strip())
-    return out
+    return _pairs(raw)
 
 
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> bool:

@@ -237,14 +237,10 @@ functions:
     assert found[0].startswith("functions.f.EventInvokeConfig.DestinationConfig.OnFailure.Destination")
 
 
-def test_isolation_and_tracing_are_refused_without_what_they_need(monkeypatch: pytest.MonkeyPatch) -> None:
-    """IsolateFailingKeys needs a rule that names the failing record (and streams); OTLP tracing
-    needs OpenTelemetry's SDK installed."""
+def test_isolation_is_refused_without_a_rule_that_names_the_record() -> None:
+    """IsolateFailingKeys needs a rule that names the failing record, and a stream."""
     assert errors(one_mapping(EventSourceArn=S, StartingPosition="LATEST", IsolateFailingKeys="true")) == [
         "event_source_mappings[0].IsolateFailingKeys: IsolateFailingKeys needs FunctionResponseTypes "
         "[ReportBatchItemFailures] or BisectBatchOnFunctionError: true, which name the failing record"]
     assert errors(one_mapping(EventSourceArn=Q, IsolateFailingKeys="true")) == [
         "event_source_mappings[0].IsolateFailingKeys: IsolateFailingKeys is not supported for SQS event sources"]
-    monkeypatch.setattr("broker.tracing.spans.available", lambda: False)
-    assert errors("broker: {tracing: {exporter: otlp}}\n") == [
-        "broker.tracing.exporter: OTLP tracing needs OpenTelemetry's SDK: pip install 'broker[otel]'"]
